@@ -1,0 +1,199 @@
+"""The CUSA student: an open_clip model with cross-modal and uni-modal projection heads.
+
+Each encoder output goes through two heads (LayerNorm then Linear, D to D): the cross-modal
+head gives the embeddings used for image-text retrieval and the contrastive / CSA losses,
+the uni-modal head gives the embeddings used for uni-modal retrieval and STS, trained by USA.
+Four learnable temperatures (tau, tau_c, tau_image, tau_text) are clamped to their ranges at
+every forward, as the public CUSA code does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from torch import Tensor, nn
+
+__all__ = ["MODEL_CONFIG_DIR", "register_model_configs", "Student"]
+
+logger = logging.getLogger(__name__)
+
+#: open_clip model configs shipped with softref (e.g. ``softref-tiny`` for the demo).
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".npy")
+_HEADS = ("cross", "uni")
+
+
+def register_model_configs() -> None:
+    """Make softref's model configs known to open_clip (idempotent)."""
+    names = sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json"))
+    if not names:
+        raise FileNotFoundError(f"no open_clip model config (*.json) found in {MODEL_CONFIG_DIR}")
+    known = set(open_clip.list_models())
+    if all(name in known for name in names):
+        return
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    logger.debug("registered open_clip model configs %s from %s", names, MODEL_CONFIG_DIR)
+
+
+def _projector(dim: int) -> nn.Sequential:
+    """LayerNorm then Linear D -> D, initialised as the public CUSA code (N(0, 0.02), bias 0)."""
+    linear = nn.Linear(dim, dim)
+    nn.init.normal_(linear.weight, std=0.02)
+    nn.init.zeros_(linear.bias)
+    return nn.Sequential(nn.LayerNorm(dim), linear)
+
+
+def _check_range(name: str, init: float, bounds: tuple[float, float]) -> tuple[float, float]:
+    low, high = float(bounds[0]), float(bounds[1])
+    if not 0.0 < low <= high:
+        raise ValueError(f"{name}_range: expected 0 < low <= high, found ({low}, {high})")
+    if not low <= init <= high:
+        raise ValueError(f"{name}_init: expected a value in [{low}, {high}], found {init}")
+    return low, high
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    return os.sep in pretrained or "/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
+
+
+class Student(nn.Module):
+    """open_clip image and text encoders plus CUSA's cross-modal and uni-modal heads.
+
+    Args:
+        architecture: an open_clip model name (``ViT-B-32``, ``softref-tiny``, ...).
+        pretrained: None (random init), a local checkpoint file (state dict, loaded
+            strictly by open_clip with ``weights_only=True``), or an open_clip tag such as
+            ``openai`` (downloads: works only online).
+        tau_init, tau_range: contrastive temperature (CUSA: 0.05 in [0.01, 0.10]).
+        tau_c_init, tau_c_range: CSA temperature (0.45 in [0.10, 0.99]).
+        tau_uni_init, tau_uni_range: USA temperatures, one per modality (0.45 in [0.10, 1.0]).
+
+    Attributes:
+        clip: the open_clip model. Its own ``logit_scale`` is unused and frozen.
+        embed_dim: D, the joint embedding size of the encoders and the heads.
+        image_size: input size, an int when square, else (height, width).
+        tokenizer: open_clip's tokenizer for the architecture.
+        transform: open_clip's evaluation preprocess (no augmentation, as CUSA).
+    """
+
+    def __init__(
+        self,
+        architecture: str,
+        pretrained: str | None = None,
+        *,
+        tau_init: float = 0.05,
+        tau_range: tuple[float, float] = (0.01, 0.10),
+        tau_c_init: float = 0.45,
+        tau_c_range: tuple[float, float] = (0.10, 0.99),
+        tau_uni_init: float = 0.45,
+        tau_uni_range: tuple[float, float] = (0.10, 1.0),
+    ) -> None:
+        super().__init__()
+        register_model_configs()
+        self.architecture = architecture
+        self.pretrained = pretrained
+        self.tau_range = _check_range("tau", tau_init, tau_range)
+        self.tau_c_range = _check_range("tau_c", tau_c_init, tau_c_range)
+        self.tau_uni_range = _check_range("tau_uni", tau_uni_init, tau_uni_range)
+
+        has_schema = architecture.startswith(("hf-hub:", "local-dir:"))
+        model_cfg = open_clip.get_model_config(architecture)
+        if model_cfg is None and not has_schema:
+            raise ValueError(
+                f"unknown open_clip architecture {architecture!r}; known: {', '.join(open_clip.list_models())}"
+            )
+        if pretrained is not None and _looks_like_path(pretrained) and not Path(pretrained).is_file():
+            raise FileNotFoundError(
+                f"pretrained weights for {architecture!r}: expected a checkpoint file at {pretrained}, found none"
+            )
+
+        self.clip = open_clip.create_model(architecture, pretrained=pretrained)
+        # Retrieval uses the heads and tau below; open_clip's logit scale would get no gradient.
+        for name in ("logit_scale", "logit_bias"):
+            param = getattr(self.clip, name, None)
+            if isinstance(param, nn.Parameter):
+                param.requires_grad_(False)
+
+        if model_cfg is not None:
+            self.embed_dim = int(model_cfg["embed_dim"])
+        else:
+            self.embed_dim = int(self.clip.visual.output_dim)
+        preprocess_cfg = open_clip.get_model_preprocess_cfg(self.clip)
+        size = preprocess_cfg["size"]
+        if isinstance(size, (tuple, list)):
+            size = (int(size[0]), int(size[1]))
+            self.image_size: int | tuple[int, int] = size[0] if size[0] == size[1] else size
+        else:
+            self.image_size = int(size)
+        self.transform: Callable = image_transform_v2(PreprocessCfg(**preprocess_cfg), is_train=False)
+        self.tokenizer = open_clip.get_tokenizer(architecture)
+
+        self.image_cross_proj = _projector(self.embed_dim)
+        self.text_cross_proj = _projector(self.embed_dim)
+        self.image_uni_proj = _projector(self.embed_dim)
+        self.text_uni_proj = _projector(self.embed_dim)
+
+        self.tau = nn.Parameter(torch.tensor(float(tau_init)))
+        self.tau_c = nn.Parameter(torch.tensor(float(tau_c_init)))
+        self.tau_image = nn.Parameter(torch.tensor(float(tau_uni_init)))
+        self.tau_text = nn.Parameter(torch.tensor(float(tau_uni_init)))
+        logger.info(
+            "student %s (pretrained=%s): embed_dim=%d, image_size=%s",
+            architecture,
+            pretrained,
+            self.embed_dim,
+            self.image_size,
+        )
+
+    @torch.no_grad()
+    def clamp_temperatures(self) -> None:
+        """Clamp the four temperatures in place to their ranges (outside autograd)."""
+        self.tau.clamp_(*self.tau_range)
+        self.tau_c.clamp_(*self.tau_c_range)
+        self.tau_image.clamp_(*self.tau_uni_range)
+        self.tau_text.clamp_(*self.tau_uni_range)
+
+    def _head(self, modality: str, head: str) -> nn.Module:
+        if head not in _HEADS:
+            raise ValueError(f"head: expected one of {_HEADS}, found {head!r}")
+        return getattr(self, f"{modality}_{head}_proj")
+
+    def encode_image(self, images: Tensor, head: str = "cross") -> Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, D) L2-normalised embeddings of ``head``."""
+        projector = self._head("image", head)
+        return F.normalize(projector(self.clip.encode_image(images)), dim=-1)
+
+    def encode_text(self, tokens: Tensor, head: str = "cross") -> Tensor:
+        """(B, L) token ids -> (B, D) L2-normalised embeddings of ``head``."""
+        projector = self._head("text", head)
+        return F.normalize(projector(self.clip.encode_text(tokens)), dim=-1)
+
+    def forward(self, images: Tensor, tokens: Tensor) -> dict[str, Tensor]:
+        """Encode a batch of image-text pairs through both heads.
+
+        Returns:
+            "image_emb", "text_emb": (B, D) cross-modal embeddings, L2-normalised;
+            "image_uni", "text_uni": (B, D) uni-modal embeddings, L2-normalised;
+            "tau", "tau_c", "tau_image", "tau_text": the clamped temperatures (0-d, learnable).
+        """
+        self.clamp_temperatures()
+        image_features = self.clip.encode_image(images)
+        text_features = self.clip.encode_text(tokens)
+        return {
+            "image_emb": F.normalize(self.image_cross_proj(image_features), dim=-1),
+            "text_emb": F.normalize(self.text_cross_proj(text_features), dim=-1),
+            "image_uni": F.normalize(self.image_uni_proj(image_features), dim=-1),
+            "text_uni": F.normalize(self.text_uni_proj(text_features), dim=-1),
+            "tau": self.tau,
+            "tau_c": self.tau_c,
+            "tau_image": self.tau_image,
+            "tau_text": self.tau_text,
+        }

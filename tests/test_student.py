@@ -1,0 +1,171 @@
+"""The CUSA student on the tiny demo config: shapes, heads, temperatures, gradients, state dicts."""
+
+from __future__ import annotations
+
+import pickle
+
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from softref.losses import cusa_objective
+from softref.models.student import MODEL_CONFIG_DIR, Student, register_model_configs
+
+BATCH = 6
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    torch.manual_seed(0)
+    return Student("softref-tiny")
+
+
+@pytest.fixture(scope="module")
+def inputs(student):
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(BATCH, 3, student.image_size, student.image_size, generator=gen)
+    colours = ["red", "blue", "green", "black", "white", "grey"]
+    captions = [f"a {c} bird with a {p} beak" for c, p in zip(colours, ["short", "long"] * 3)]
+    return images, student.tokenizer(captions)
+
+
+@pytest.fixture
+def teachers():
+    gen = torch.Generator().manual_seed(2)
+    return torch.randn(BATCH, 40, generator=gen).half(), torch.randn(BATCH, 24, generator=gen)
+
+
+def test_register_model_configs_is_idempotent():
+    register_model_configs()
+    count = len(open_clip.list_models())
+    register_model_configs()
+    assert len(open_clip.list_models()) == count
+    assert "softref-tiny" in open_clip.list_models()
+    cfg = open_clip.get_model_config("softref-tiny")
+    assert cfg["text_cfg"]["vocab_size"] == 49408
+    assert (MODEL_CONFIG_DIR / "softref-tiny.json").is_file()
+
+
+def test_attributes(student):
+    assert student.embed_dim == 64
+    assert student.image_size == 64
+    tokens = student.tokenizer(["a bird"])
+    assert tokens.shape == (1, 32)
+    pixels = student.transform(Image.new("RGB", (90, 70), (200, 10, 10)))
+    assert pixels.shape == (3, 64, 64)
+    # DataLoader workers receive the transform by pickling.
+    assert pickle.loads(pickle.dumps(student.transform))(Image.new("RGB", (64, 64))).shape == (3, 64, 64)
+
+
+def test_forward_shapes_and_norms(student, inputs):
+    out = student(*inputs)
+    for key in ("image_emb", "text_emb", "image_uni", "text_uni"):
+        assert out[key].shape == (BATCH, 64), key
+        assert torch.allclose(out[key].norm(dim=-1), torch.ones(BATCH), atol=1e-5), key
+    for key in ("tau", "tau_c", "tau_image", "tau_text"):
+        assert out[key].dim() == 0 and out[key].requires_grad, key
+    assert out["tau"].item() == pytest.approx(0.05)
+    assert out["tau_c"].item() == pytest.approx(0.45)
+    # Cross and uni heads are distinct projections of the same features.
+    assert not torch.allclose(out["image_emb"], out["image_uni"])
+
+
+def test_encode_matches_forward(student, inputs):
+    student.eval()
+    with torch.no_grad():
+        out = student(*inputs)
+        assert torch.allclose(student.encode_image(inputs[0]), out["image_emb"], atol=1e-6)
+        assert torch.allclose(student.encode_image(inputs[0], head="uni"), out["image_uni"], atol=1e-6)
+        assert torch.allclose(student.encode_text(inputs[1]), out["text_emb"], atol=1e-6)
+        assert torch.allclose(student.encode_text(inputs[1], head="uni"), out["text_uni"], atol=1e-6)
+    with pytest.raises(ValueError, match="head: expected one of"):
+        student.encode_text(inputs[1], head="both")
+
+
+def _head_grads(student: Student) -> dict[str, float]:
+    grads = {}
+    for name in ("image_cross_proj", "text_cross_proj", "image_uni_proj", "text_uni_proj"):
+        weight = getattr(student, name)[1].weight
+        grads[name] = 0.0 if weight.grad is None else float(weight.grad.abs().sum())
+    return grads
+
+
+def test_cusa_gradients_reach_all_heads_and_temperatures(student, inputs, teachers):
+    student.train()
+    student.zero_grad(set_to_none=True)
+    out = student(*inputs)
+    positives = torch.eye(BATCH, dtype=torch.bool)
+    positives[0, 1] = positives[1, 0] = True
+    cusa_objective(out, *teachers, positives, "cusa")["total"].backward()
+    for name in ("tau", "tau_c", "tau_image", "tau_text"):
+        grad = getattr(student, name).grad
+        assert grad is not None and grad.abs().item() > 0, name
+    assert all(value > 0 for value in _head_grads(student).values()), _head_grads(student)
+    assert student.clip.logit_scale.grad is None and not student.clip.logit_scale.requires_grad
+
+
+def test_base_method_leaves_uni_heads_without_gradient(student, inputs, teachers):
+    student.zero_grad(set_to_none=True)
+    out = student(*inputs)
+    cusa_objective(out, None, None, None, "base")["total"].backward()
+    grads = _head_grads(student)
+    assert grads["image_cross_proj"] > 0 and grads["text_cross_proj"] > 0
+    assert grads["image_uni_proj"] == 0 and grads["text_uni_proj"] == 0
+    assert student.tau.grad is not None and student.tau_c.grad is None
+
+
+def test_temperatures_are_clamped_at_forward(inputs):
+    torch.manual_seed(0)
+    model = Student("softref-tiny", tau_range=(0.02, 0.08), tau_init=0.05)
+    with torch.no_grad():
+        model.tau.fill_(0.5)
+        model.tau_c.fill_(0.01)
+        model.tau_image.fill_(3.0)
+        model.tau_text.fill_(-1.0)
+    out = model(*inputs)
+    assert out["tau"].item() == pytest.approx(0.08)
+    assert out["tau_c"].item() == pytest.approx(0.10)
+    assert out["tau_image"].item() == pytest.approx(1.0)
+    assert out["tau_text"].item() == pytest.approx(0.10)
+    assert model.tau.item() == pytest.approx(0.08)  # clamped in place
+
+
+def test_bad_temperature_settings_raise():
+    with pytest.raises(ValueError, match="tau_init: expected a value in"):
+        Student("softref-tiny", tau_init=0.5)
+    with pytest.raises(ValueError, match="tau_c_range"):
+        Student("softref-tiny", tau_c_range=(0.9, 0.1))
+
+
+def test_unknown_architecture_and_missing_weights_raise(tmp_path):
+    with pytest.raises(ValueError, match="unknown open_clip architecture 'no-such-model'"):
+        Student("no-such-model")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        Student("softref-tiny", pretrained=str(tmp_path / "missing.pt"))
+
+
+def test_state_dict_round_trip(student, inputs, tmp_path):
+    path = tmp_path / "student.pt"
+    torch.save(student.state_dict(), path)
+    torch.manual_seed(123)  # a different random init
+    restored = Student("softref-tiny")
+    restored.load_state_dict(torch.load(path, weights_only=True))
+    student.eval()
+    restored.eval()
+    with torch.no_grad():
+        expected, got = student(*inputs), restored(*inputs)
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def test_clip_weights_load_through_pretrained_path(student, inputs, tmp_path):
+    path = tmp_path / "clip.pt"
+    torch.save(student.clip.state_dict(), path)
+    torch.manual_seed(321)
+    loaded = Student("softref-tiny", pretrained=str(path))
+    student.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(student.clip.encode_image(inputs[0]), loaded.clip.encode_image(inputs[0]))
+        assert torch.equal(student.clip.encode_text(inputs[1]), loaded.clip.encode_text(inputs[1]))
