@@ -1,0 +1,18 @@
+# softref: teacher features -> references -> CUSA / MMRef students -> the papers' tables.
+# Entry point only: the rules live in workflow/rules/, the defaults in config.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+
+
+rule all:
+    input:
+        all_feature_shards,

@@ -1,0 +1,263 @@
+"""Typed configuration: frozen dataclasses mirroring the blocks of ``config.yaml``.
+
+The JSON schema (``workflow/schemas/config.schema.yaml``) checks types and fills defaults;
+this module is the one place that turns the validated mapping into dataclasses and checks
+what a schema cannot: cross references between blocks (a dataset naming an unknown teacher,
+an experiment naming an unknown dataset). Errors name the key path and what was found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from softref.teachers.base import TeacherSpec
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+METHODS = ("base", "csa", "usa", "cusa")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type, or refers to something unknown."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The embedded synthetic benchmark (``softref.data.synthetic``)."""
+
+    enabled: bool = True
+    seed: int = 0
+    num_identities: int = 60
+    images_per_identity: int = 4
+    captions_per_image: int = 5
+    image_size: int = 96
+    person_size: tuple[int, int] = (128, 64)
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    sts_pairs: int = 200
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset: where its raw annotations are and which teachers encode it."""
+
+    name: str
+    format: str
+    root: str
+    annotations: str | None = None
+    teachers: tuple[str, ...] = ()
+    num_shards: int = 1
+    skip_missing: bool = False
+
+    @property
+    def annotations_path(self) -> str:
+        return str(Path(self.root) / self.annotations) if self.annotations else self.root
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """How teacher features are extracted and stored."""
+
+    dtype: str = "float16"
+    image_batch_size: int = 32
+    text_batch_size: int = 64
+    num_workers: int = 2
+    store_tokens: bool = False
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """An open_clip student: architecture name and optional pretrained weights."""
+
+    name: str
+    architecture: str
+    pretrained: str | None = None
+    paper_model: str | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One training run: a student trained on a dataset with a method and its hyper-parameters."""
+
+    name: str
+    dataset: str
+    student: str
+    method: str = "cusa"
+    image_teacher: str | None = None
+    text_teacher: str | None = None
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-5
+    min_lr: float = 1e-6
+    weight_decay: float = 1e-4
+    alpha: float = 0.10
+    beta: float = 0.50
+    teacher_tau: float = 1.0
+    seed: int = 23
+    gather: bool = True
+    public_code_weighting: bool = False
+    num_workers: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """An evaluation: a split of a dataset under a protocol."""
+
+    name: str
+    dataset: str
+    split: str = "test"
+    protocol: str = "image-text"
+    paper_dataset: str | None = None
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """A table of the papers: which experiments on which benchmarks."""
+
+    name: str
+    kind: str = "retrieval"
+    experiments: tuple[str, ...] = ()
+    benchmarks: tuple[str, ...] = ()
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole run."""
+
+    demo: DemoConfig
+    datasets: Mapping[str, DatasetConfig]
+    teachers: Mapping[str, TeacherSpec]
+    features: FeaturesConfig
+    students: Mapping[str, StudentConfig] = field(default_factory=dict)
+    experiments: Mapping[str, ExperimentConfig] = field(default_factory=dict)
+    benchmarks: Mapping[str, BenchmarkConfig] = field(default_factory=dict)
+    tables: Mapping[str, TableConfig] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def teachers_of(self, dataset: str, modality: str) -> list[str]:
+        """Names of the teachers of one modality (``image`` or ``text``) that encode ``dataset``."""
+        return [t for t in self.datasets[dataset].teachers if self.teachers[t].modality == modality]
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str, **fixed: Any) -> Any:
+    """Instantiate dataclass ``cls`` from ``values``, naming the key path on unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names - set(fixed))}")
+    kwargs = dict(values)
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and isinstance(kwargs[f.name], list):
+            kwargs[f.name] = tuple(kwargs[f.name])
+    try:
+        return cls(**kwargs, **fixed)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def load_config(raw: Mapping[str, Any]) -> Config:
+    """Build the typed :class:`Config` from a (schema-validated) mapping and check cross references."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, found {type(raw).__name__}")
+    demo = _build(DemoConfig, raw.get("demo") or {}, "demo")
+    teachers = {
+        name: _build(TeacherSpec, values or {}, f"teachers.{name}", name=name)
+        for name, values in (raw.get("teachers") or {}).items()
+    }
+    datasets = {
+        name: _build(DatasetConfig, values or {}, f"datasets.{name}", name=name)
+        for name, values in (raw.get("datasets") or {}).items()
+    }
+    features = _build(FeaturesConfig, raw.get("features") or {}, "features")
+    students = {
+        name: _build(StudentConfig, values or {}, f"students.{name}", name=name)
+        for name, values in (raw.get("students") or {}).items()
+    }
+    experiments = {
+        name: _build(ExperimentConfig, values or {}, f"experiments.{name}", name=name)
+        for name, values in (raw.get("experiments") or {}).items()
+    }
+    benchmarks = {
+        name: _build(BenchmarkConfig, values or {}, f"benchmarks.{name}", name=name)
+        for name, values in (raw.get("benchmarks") or {}).items()
+    }
+    tables = {
+        name: _build(TableConfig, values or {}, f"tables.{name}", name=name)
+        for name, values in (raw.get("tables") or {}).items()
+    }
+    for name, ds in datasets.items():
+        for t in ds.teachers:
+            if t not in teachers:
+                raise ConfigError(
+                    f"datasets.{name}.teachers: unknown teacher {t!r}; defined teachers are {sorted(teachers)}"
+                )
+        if ds.num_shards < 1:
+            raise ConfigError(f"datasets.{name}.num_shards: expected >= 1, found {ds.num_shards}")
+    for name, ex in experiments.items():
+        if ex.dataset not in datasets:
+            raise ConfigError(f"experiments.{name}.dataset: unknown dataset {ex.dataset!r}; defined: {sorted(datasets)}")
+        if ex.student not in students:
+            raise ConfigError(f"experiments.{name}.student: unknown student {ex.student!r}; defined: {sorted(students)}")
+        if ex.method not in METHODS:
+            raise ConfigError(f"experiments.{name}.method: expected one of {list(METHODS)}, found {ex.method!r}")
+        for key, modality in (("image_teacher", "image"), ("text_teacher", "text")):
+            t = getattr(ex, key)
+            if t is None:
+                continue
+            if t not in datasets[ex.dataset].teachers:
+                raise ConfigError(
+                    f"experiments.{name}.{key}: teacher {t!r} does not encode dataset {ex.dataset!r} "
+                    f"(its teachers: {list(datasets[ex.dataset].teachers)})"
+                )
+            if teachers[t].modality != modality:
+                raise ConfigError(
+                    f"experiments.{name}.{key}: expected a {modality} teacher, {t!r} is a {teachers[t].modality} teacher"
+                )
+    for name, bm in benchmarks.items():
+        if bm.dataset not in datasets:
+            raise ConfigError(f"benchmarks.{name}.dataset: unknown dataset {bm.dataset!r}; defined: {sorted(datasets)}")
+    for name, tb in tables.items():
+        for key, known in (("experiments", experiments), ("benchmarks", benchmarks)):
+            for item in getattr(tb, key):
+                if item not in known:
+                    raise ConfigError(f"tables.{name}.{key}: unknown {key[:-1]} {item!r}; defined: {sorted(known)}")
+    return Config(
+        demo=demo,
+        datasets=datasets,
+        teachers=teachers,
+        features=features,
+        students=students,
+        experiments=experiments,
+        benchmarks=benchmarks,
+        tables=tables,
+        raw=dict(raw),
+    )
+
+
+def validate_raw(raw: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Validate ``raw`` against the JSON schema, filling defaults in place (as Snakemake's ``validate``)."""
+    from snakemake.utils import validate
+
+    try:
+        validate(raw, str(schema_path), set_default=True)
+    except Exception as err:  # snakemake wraps jsonschema's error in a WorkflowError
+        raise ConfigError(str(err)) from None
+    return raw
+
+
+def read_config(path: str | Path) -> Config:
+    """Read, validate and type a config YAML file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return load_config(validate_raw(raw or {}))

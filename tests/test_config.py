@@ -1,0 +1,76 @@
+"""Config schema and typed config: every key described with a default, cross references checked."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from softref.config import SCHEMA_PATH, ConfigError, load_config, read_config, validate_raw
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _walk(schema: dict, path: str, required: frozenset = frozenset()):
+    """Yield (path, property schema, is_required) for every property in the schema."""
+    for name, prop in (schema.get("properties") or {}).items():
+        yield f"{path}.{name}", prop, name in required
+        yield from _walk(prop, f"{path}.{name}", frozenset(prop.get("required", ())))
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from _walk(extra, f"{path}.<name>", frozenset(extra.get("required", ())))
+
+
+def test_every_schema_key_has_description_and_default():
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    props = list(_walk(schema, "config"))
+    assert len(props) > 40
+    for path, prop, required in props:
+        assert prop.get("description"), f"{path} has no description"
+        assert required or "default" in prop, f"{path} is optional but has no default"
+
+
+def test_default_config_loads():
+    cfg = read_config(REPO / "config.yaml")
+    assert set(cfg.datasets) >= {"demo-coco", "demo-person"}
+    assert cfg.teachers_of("demo-coco", "image") == ["efficientnet-lite0"]
+    assert cfg.teachers_of("demo-coco", "text") == ["all-mpnet-base-v2"]
+    assert cfg.features.dtype == "float16"
+
+
+def test_defaults_are_filled():
+    raw = {"datasets": {"d": {"format": "karpathy", "root": "x"}}}
+    cfg = load_config(validate_raw(raw))
+    assert cfg.datasets["d"].num_shards == 1
+    assert cfg.demo.num_identities == 60
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda c: c["datasets"]["demo-coco"].update(teachers=["nope"]), "datasets.demo-coco.teachers"),
+        (lambda c: c["datasets"]["demo-coco"].update(num_shards="two"), "num_shards"),
+        (lambda c: c["teachers"]["efficientnet-lite0"].update(kind="resnet"), "resnet"),
+        (lambda c: c["teachers"]["efficientnet-lite0"].pop("weights"), "weights"),
+        (lambda c: c["features"].update(dtype="int8"), "int8"),
+    ],
+)
+def test_bad_values_name_the_key(edit, expected):
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw = copy.deepcopy(raw)
+    edit(raw)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(validate_raw(raw))
+
+
+def test_experiment_cross_references():
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw["students"] = {"s": {"architecture": "softref-tiny"}}
+    raw["experiments"] = {"e": {"dataset": "demo-coco", "student": "s", "image_teacher": "all-mpnet-base-v2"}}
+    with pytest.raises(ConfigError, match=r"experiments\.e\.image_teacher: expected a image teacher"):
+        load_config(validate_raw(raw))
+    raw["experiments"] = {"e": {"dataset": "nope", "student": "s"}}
+    with pytest.raises(ConfigError, match=r"experiments\.e\.dataset: unknown dataset 'nope'"):
+        load_config(validate_raw(raw))

@@ -1,0 +1,136 @@
+"""The Snakemake workflow: lint, dry runs (local and SLURM), config errors, and a real run of the
+feature DAG on a tiny demo config."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(*args: str, cwd: Path = REPO, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the workflow's Snakemake with ``args``; output is returned, the run checked."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def tiny_config(models: Path) -> dict:
+    """The default config shrunk to a few identities, with the teachers' weights given by absolute path."""
+    cfg = default_config()
+    cfg["demo"].update(num_identities=6, images_per_identity=2, captions_per_image=2, sts_pairs=10)
+    cfg["teachers"]["efficientnet-lite0"]["weights"] = str(models / "efficientnet-lite0" / "efficientnet-lite0-57934424.pth")
+    cfg["teachers"]["all-mpnet-base-v2"]["weights"] = str(models / "all-mpnet-base-v2")
+    cfg["features"]["num_workers"] = 0
+    return cfg
+
+
+def test_lint_reports_nothing():
+    proc = snakemake("--lint", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text
+    assert "Lints for" not in text, text
+
+
+def test_dry_run_lists_every_shard():
+    proc = snakemake("-n", "features")
+    text = proc.stdout + proc.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", text, flags=re.M))
+    cfg = default_config()
+    shards = sum(d["num_shards"] for d in cfg["datasets"].values())
+    assert int(counts["extract_image_features"]) == shards, text
+    assert int(counts["extract_text_features"]) == shards, text
+    assert int(counts["prepare_manifest"]) == len(cfg["datasets"]), text
+    assert int(counts["synthesize_demo"]) == 1, text
+
+
+def test_slurm_dry_run_asks_gpus_for_extraction(tmp_path):
+    proc = snakemake(
+        "-n",
+        "--executor",
+        "slurm",
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "slurm"),
+        "-j",
+        "10",
+        "features",
+        cwd=REPO,
+    )
+    text = proc.stdout + proc.stderr
+    # Each job block of the dry run lists its rule, then its resources.
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", text)
+    extraction = [b for b in blocks if re.match(r"(?:local)?rule extract_(image|text)_features:", b)]
+    assert extraction, text
+    for block in extraction:
+        assert re.search(r"resources:.*\bgpu=1\b", block, flags=re.S), block
+        assert "slurm_partition=gpu" in block, block
+    manifest = [b for b in blocks if re.match(r"(?:local)?rule prepare_manifest:", b)]
+    assert manifest and all("gpu=1" not in b for b in manifest), text
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda c: c["datasets"]["demo-coco"].update(num_shards=0), "num_shards"),
+        (lambda c: c["datasets"]["demo-coco"].update(teachers=["no-such-teacher"]), "no-such-teacher"),
+        (lambda c: c["teachers"]["all-mpnet-base-v2"].update(modality="audio"), "audio"),
+        (lambda c: c.update(typo_block={}), "typo_block"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, edit, expected):
+    cfg = copy.deepcopy(default_config())
+    edit(cfg)
+    path = write_config(tmp_path / "bad.yaml", cfg)
+    proc = snakemake("features", "-n", "--configfile", str(path), check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_feature_dag_runs_and_is_complete(tmp_path, demo_teachers):
+    """The real DAG on a tiny demo: manifests and every shard, then a rerun that has nothing to do."""
+    cfg = write_config(tmp_path / "tiny.yaml", tiny_config(REPO / "models"))
+    snakemake("features", "--cores", "2", "--directory", str(tmp_path), "--configfile", str(cfg))
+
+    images = pd.read_parquet(tmp_path / "results/data/demo-coco/images.parquet")
+    texts = pd.read_parquet(tmp_path / "results/data/demo-coco/texts.parquet")
+    assert len(images) == 6 * 2 and len(texts) == 6 * 2 * 2
+    for teacher, modality, frame, id_col, dim in (
+        ("efficientnet-lite0", "images", images, "image_id", 1280),
+        ("all-mpnet-base-v2", "texts", texts, "text_id", 768),
+    ):
+        ids = []
+        for shard in range(2):
+            with h5py.File(tmp_path / f"results/features/demo-coco/{teacher}/{modality}-{shard}.h5") as f:
+                assert f.attrs["complete"] and f.attrs["teacher"] == teacher
+                assert f["features"].shape[1] == dim and f["features"].dtype == np.float16
+                assert np.isfinite(f["features"][:]).all()
+                ids += [i.decode() if isinstance(i, bytes) else i for i in f["ids"][:]]
+        assert ids == list(frame[id_col])
+    for log in ("logs/synthesize_demo.log", "logs/prepare_manifest/demo-coco.log"):
+        assert (tmp_path / log).exists()
+    assert list((tmp_path / "benchmarks/extract_image_features/demo-coco/efficientnet-lite0").glob("*.tsv"))
+
+    again = snakemake("features", "-n", "--directory", str(tmp_path), "--configfile", str(cfg))
+    assert "Nothing to be done" in again.stdout + again.stderr

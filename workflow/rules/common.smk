@@ -1,0 +1,75 @@
+# Config validation, typed config, input functions and wildcard constraints shared by all rules.
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# The package is imported from the checkout: here for parsing, and in the rule scripts through
+# workflow/scripts/softref (a link to src/softref on the scripts' search path), so a conda env
+# built from envs/softref.yaml (--sdm conda) needs no install of the package itself.
+SRC = str(Path(workflow.basedir) / "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+
+from softref.config import load_config
+
+validate(config, "../schemas/config.schema.yaml", set_default=True)
+CFG = load_config(config)
+
+MODALITY_OF = {"image": "images", "text": "texts"}
+
+
+def _alternatives(names):
+    """A regex matching exactly one of ``names`` (never empty, so constraints stay valid)."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!x)x"
+
+
+IMAGE_TEACHERS = _alternatives(n for n, t in CFG.teachers.items() if t.modality == "image")
+TEXT_TEACHERS = _alternatives(n for n, t in CFG.teachers.items() if t.modality == "text")
+
+
+wildcard_constraints:
+    dataset=_alternatives(CFG.datasets),
+    teacher=_alternatives(CFG.teachers),
+    shard=r"\d+",
+
+
+def annotations_of(wildcards):
+    """The raw annotation file (or root folder) a dataset's manifests are prepared from."""
+    return CFG.datasets[wildcards.dataset].annotations_path
+
+
+def dataset_params(wildcards):
+    """The dataset block as plain values for the prepare_manifest script."""
+    ds = CFG.datasets[wildcards.dataset]
+    return {"format": ds.format, "root": ds.root, "annotations": ds.annotations, "skip_missing": ds.skip_missing}
+
+
+def _looks_local(weights):
+    """A teacher weights value that names a file on disk (tracked as an input) rather than a hub name."""
+    return (
+        Path(weights).exists()
+        or os.path.isabs(weights)
+        or weights.startswith((".", "~", "models"))
+        or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+    )
+
+
+def teacher_weights(wildcards):
+    """Local weights of ``{teacher}`` as an input (a missing file stops the DAG naming it); none for hub names."""
+    weights = CFG.teachers[wildcards.teacher].weights
+    return [weights] if _looks_local(weights) else []
+
+
+def feature_shards(dataset, teacher):
+    """Every shard file of one (dataset, teacher)."""
+    modality = MODALITY_OF[CFG.teachers[teacher].modality]
+    n = CFG.datasets[dataset].num_shards
+    return [f"results/features/{dataset}/{teacher}/{modality}-{shard}.h5" for shard in range(n)]
+
+
+def all_feature_shards(wildcards=None):
+    """Every shard of every (dataset, teacher) pair the config declares."""
+    return [p for d, ds in CFG.datasets.items() for t in ds.teachers for p in feature_shards(d, t)]

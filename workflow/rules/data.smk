@@ -1,0 +1,33 @@
+# Raw data to manifests: the synthetic demo, and prepare_manifest for every dataset.
+
+
+rule synthesize_demo:
+    output:
+        coco="resources/demo/coco/dataset_coco.json",
+        person="resources/demo/person/reid_raw.json",
+        sts="resources/demo/sts/pairs.tsv",
+        retrieval=directory("resources/demo/retrieval"),
+    params:
+        demo=config["demo"],
+    log:
+        "logs/synthesize_demo.log",
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/synthesize_demo.py"
+
+
+rule prepare_manifest:
+    input:
+        annotations_of,
+    output:
+        images="results/data/{dataset}/images.parquet",
+        texts="results/data/{dataset}/texts.parquet",
+    params:
+        dataset=dataset_params,
+    log:
+        "logs/prepare_manifest/{dataset}.log",
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/prepare_manifest.py"

@@ -1,0 +1,48 @@
+# Teacher features: one job per (dataset, teacher, shard), written as HDF5 shards.
+
+
+rule extract_image_features:
+    input:
+        manifest="results/data/{dataset}/images.parquet",
+        weights=teacher_weights,
+    output:
+        "results/features/{dataset}/{teacher}/images-{shard}.h5",
+    wildcard_constraints:
+        teacher=IMAGE_TEACHERS,
+    params:
+        features=config["features"],
+    threads: 2
+    log:
+        "logs/extract_image_features/{dataset}/{teacher}/{shard}.log",
+    benchmark:
+        "benchmarks/extract_image_features/{dataset}/{teacher}/{shard}.tsv"
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/extract_image_features.py"
+
+
+rule extract_text_features:
+    input:
+        manifest="results/data/{dataset}/texts.parquet",
+        weights=teacher_weights,
+    output:
+        "results/features/{dataset}/{teacher}/texts-{shard}.h5",
+    wildcard_constraints:
+        teacher=TEXT_TEACHERS,
+    params:
+        features=config["features"],
+    threads: 2
+    log:
+        "logs/extract_text_features/{dataset}/{teacher}/{shard}.log",
+    benchmark:
+        "benchmarks/extract_text_features/{dataset}/{teacher}/{shard}.tsv"
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/extract_text_features.py"
+
+
+rule features:
+    input:
+        all_feature_shards,

@@ -1,0 +1,22 @@
+"""Extract one shard of image teacher features into HDF5."""
+from pathlib import Path
+
+from softref.features.extract import extract_image_features
+from softref.teachers import load_teacher
+from softref.workflow import rule_context
+
+with rule_context(snakemake) as cfg:
+    w = snakemake.wildcards
+    ds, feats = cfg.datasets[w.dataset], cfg.features
+    extract_image_features(
+        Path(snakemake.input.manifest),
+        Path(ds.root),
+        load_teacher(cfg.teachers[w.teacher]),
+        Path(snakemake.output[0]),
+        shard=int(w.shard),
+        num_shards=ds.num_shards,
+        batch_size=feats.image_batch_size,
+        num_workers=feats.num_workers,
+        dtype=feats.dtype,
+        store_tokens=feats.store_tokens,
+    )
