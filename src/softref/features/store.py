@@ -1,0 +1,351 @@
+"""FeatureStore: random access by id to the teacher features of one (dataset, teacher, modality).
+
+The store reads only the ``ids`` datasets when it opens (to build an id -> row index) and the
+attributes it checks; features are read row by row on demand, so memory does not grow with
+the dataset beyond that index. HDF5 handles are opened lazily and kept per process id, so a
+store built in the main process can be handed to DataLoader workers (each reopens its files
+after the fork, and pickling drops the handles for the spawn start method).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+
+from softref.features.shards import (
+    CONSISTENT_ATTRS,
+    MODALITIES,
+    TMP_MARKER,
+    ShardError,
+    parse_shard_filename,
+    read_rows,
+    read_shard_attrs,
+)
+
+__all__ = ["FeatureStore", "shard_paths"]
+
+log = logging.getLogger(__name__)
+
+# Attributes that differ from shard to shard by design.
+_PER_SHARD = ("shard", "created")
+
+
+def shard_paths(directory: Path | str, modality: str) -> list[Path]:
+    """The ``{modality}-{shard}.h5`` files of a teacher directory, sorted by shard index.
+
+    Temporary files of interrupted or running extractions (``*.h5.tmp-<pid>``) are not listed.
+    """
+    directory = Path(directory)
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {list(MODALITIES)}, got {modality!r}")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"feature directory not found: {directory}")
+    found = []
+    for path in directory.iterdir():
+        parsed = parse_shard_filename(path.name)
+        if parsed is not None and parsed[0] == modality:
+            found.append((parsed[1], path))
+    return [path for _, path in sorted(found)]
+
+
+class FeatureStore:
+    """Teacher features of several shards of one (dataset, teacher, modality), fetched by id.
+
+    ``expect`` maps attribute names to the values the consumer requires (e.g. ``teacher``,
+    ``weights_sha256``, ``manifest_sha256``, ``dim``); a shard that disagrees is refused with
+    an error naming the key, the expected value, the found value and the file. Also refused:
+    incomplete shards (``complete`` unset, or a temporary ``*.tmp-*`` file), shards that
+    disagree with each other, a missing shard index, and ids present in two shards.
+    """
+
+    def __init__(self, paths: Sequence[Path | str], expect: Mapping[str, Any] | None = None) -> None:
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise ShardError("FeatureStore needs at least one shard file, got none")
+        metas = [self._check_file(p, expect) for p in paths]
+        order = sorted(range(len(paths)), key=lambda i: int(metas[i]["shard"]))
+        self._paths: list[Path] = [paths[i] for i in order]
+        metas = [metas[i] for i in order]
+        self._check_consistent(self._paths, metas)
+        self._check_shard_indices(self._paths, metas)
+        self._attrs = {k: v for k, v in metas[0].items() if k not in _PER_SHARD}
+        self._dim = int(self._attrs["dim"])
+
+        # The index: id -> global row; file boundaries in _offsets. Only ids are read here.
+        self._ids: list[str] = []
+        self._index: dict[str, int] = {}
+        self._has_tokens: list[bool] = []
+        offsets = [0]
+        for path in self._paths:
+            with h5py.File(path, "r") as f:
+                ids = f["ids"].asstr()[:].tolist() if len(f["ids"]) else []
+                nfeat = f["features"].shape[0]
+                self._has_tokens.append("tokens" in f)
+            if nfeat != len(ids):
+                raise ShardError(
+                    f"{path}: 'ids' has {len(ids)} rows but 'features' has {nfeat}; expected equal"
+                )
+            base = offsets[-1]
+            for row, id_ in enumerate(ids):
+                previous = self._index.setdefault(id_, base + row)
+                if previous != base + row:
+                    other = self._paths[self._file_of(previous, offsets)]
+                    raise ShardError(
+                        f"duplicate id {id_!r}: in {other} and in {path} (row {row}); "
+                        f"expected each id in exactly one shard"
+                    )
+            self._ids.extend(ids)
+            offsets.append(base + len(ids))
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+        self._pid = os.getpid()
+        self._handles: dict[int, h5py.File] = {}
+
+    @classmethod
+    def from_dir(
+        cls,
+        directory: Path | str,
+        modality: str,
+        expect: Mapping[str, Any] | None = None,
+    ) -> FeatureStore:
+        """Open every ``{modality}-{shard}.h5`` of a teacher directory.
+
+        A leftover temporary file next to a complete shard is ignored (with a warning); one
+        standing in for a missing shard is named in the missing-shard error.
+        """
+        directory = Path(directory)
+        paths = shard_paths(directory, modality)
+        tmps = sorted(p for p in directory.glob(f"{modality}-*.h5{TMP_MARKER}*"))
+        if not paths:
+            extra = f"; temporary files of unfinished extractions: {[p.name for p in tmps]}" if tmps else ""
+            raise FileNotFoundError(
+                f"no feature shards {modality}-<shard>.h5 in {directory}{extra}"
+            )
+        pending = []
+        for tmp in tmps:
+            final = tmp.name.split(TMP_MARKER)[0]
+            if (directory / final).exists():
+                log.warning("ignoring leftover temporary file %s (the shard %s is complete)", tmp, final)
+            else:
+                pending.append(tmp.name)
+        try:
+            store = cls(paths, expect=expect)
+        except ShardError as exc:
+            if pending:
+                raise ShardError(
+                    f"{exc}; temporary files of unfinished extractions: {pending}"
+                ) from None
+            raise
+        for path in store._paths:
+            _, shard = parse_shard_filename(path.name)  # type: ignore[misc]
+            found = read_shard_attrs(path)["shard"]
+            if int(found) != shard:
+                raise ShardError(f"{path}: attr 'shard' expected {shard} (from the file name), found {found}")
+        return store
+
+    # -- checks ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_file(path: Path, expect: Mapping[str, Any] | None) -> dict[str, Any]:
+        if TMP_MARKER in path.name:
+            raise ShardError(
+                f"{path}: incomplete shard (a temporary file of an interrupted or running "
+                f"extraction); expected a finished {path.name.split(TMP_MARKER)[0]}"
+            )
+        attrs = read_shard_attrs(path)
+        if attrs.get("complete") is not True:
+            raise ShardError(
+                f"{path}: incomplete shard: attr 'complete' expected True, found "
+                f"{attrs.get('complete', '<missing>')!r}"
+            )
+        for key in CONSISTENT_ATTRS + ("shard",):
+            if key not in attrs:
+                raise ShardError(f"{path}: attr {key!r} missing; found attrs {sorted(attrs)}")
+        for key, value in (expect or {}).items():
+            found = attrs.get(key, "<missing>")
+            if not _same(found, value):
+                raise ShardError(
+                    f"{path}: attr {key!r} expected {value!r}, found {found!r}"
+                )
+        return attrs
+
+    @staticmethod
+    def _check_consistent(paths: list[Path], metas: list[dict[str, Any]]) -> None:
+        first = metas[0]
+        for path, meta in zip(paths[1:], metas[1:]):
+            for key in CONSISTENT_ATTRS:
+                if not _same(meta[key], first[key]):
+                    raise ShardError(
+                        f"{path}: attr {key!r} expected {first[key]!r} (as in {paths[0]}), "
+                        f"found {meta[key]!r}; all shards of a store must agree"
+                    )
+
+    @staticmethod
+    def _check_shard_indices(paths: list[Path], metas: list[dict[str, Any]]) -> None:
+        num_shards = int(metas[0]["num_shards"])
+        seen: dict[int, Path] = {}
+        for path, meta in zip(paths, metas):
+            shard = int(meta["shard"])
+            if shard in seen:
+                raise ShardError(f"shard {shard} given twice: {seen[shard]} and {path}")
+            seen[shard] = path
+        missing = sorted(set(range(num_shards)) - set(seen))
+        if missing:
+            where = paths[0].parent
+            raise ShardError(
+                f"missing shard(s) {missing} of {num_shards} ({metas[0]['modality']}, teacher "
+                f"{metas[0]['teacher']!r}) in {where}: expected shards 0..{num_shards - 1}, "
+                f"found {sorted(seen)}"
+            )
+
+    @staticmethod
+    def _file_of(position: int, offsets: Sequence[int] | np.ndarray) -> int:
+        return int(np.searchsorted(np.asarray(offsets), position, side="right")) - 1
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def ids(self) -> list[str]:
+        """All ids, shard by shard in row order."""
+        return list(self._ids)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The attributes the shards share (without per-shard ``shard`` and ``created``)."""
+        return dict(self._attrs)
+
+    @property
+    def paths(self) -> list[Path]:
+        return list(self._paths)
+
+    @property
+    def has_tokens(self) -> bool:
+        return all(self._has_tokens)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, id_: object) -> bool:
+        return id_ in self._index
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureStore({self._attrs.get('modality')!r}, teacher={self._attrs.get('teacher')!r}, "
+            f"rows={len(self)}, dim={self._dim}, shards={len(self._paths)})"
+        )
+
+    # -- reading --------------------------------------------------------------------------
+    def _file(self, i: int) -> h5py.File:
+        pid = os.getpid()
+        if pid != self._pid:
+            # Handles inherited over fork share the parent's HDF5 state: never reuse them.
+            self._handles = {}
+            self._pid = pid
+        handle = self._handles.get(i)
+        if handle is None:
+            handle = h5py.File(self._paths[i], "r")
+            self._handles[i] = handle
+        return handle
+
+    def _positions(self, ids: Sequence[str]) -> np.ndarray:
+        positions = np.empty(len(ids), dtype=np.int64)
+        for k, id_ in enumerate(ids):
+            try:
+                positions[k] = self._index[id_]
+            except KeyError:
+                raise KeyError(
+                    f"id {id_!r} not in the {self._attrs.get('modality')} features of teacher "
+                    f"{self._attrs.get('teacher')!r} ({len(self)} ids in "
+                    f"{self._paths[0].parent})"
+                ) from None
+        return positions
+
+    def _gather(self, ids: Sequence[str], name: str, dtype: Any) -> np.ndarray:
+        positions = self._positions(ids)
+        # Sorted unique positions are grouped by file and ascending within it.
+        uniq, inverse = np.unique(positions, return_inverse=True)
+        files = np.searchsorted(self._offsets, uniq, side="right") - 1
+        parts: list[np.ndarray] = []
+        for i in np.unique(files):
+            rows = uniq[files == i] - self._offsets[i]
+            parts.append(read_rows(self._file(int(i))[name], rows))
+        if not parts:
+            shape = (self._dim,) if name == "features" else self._file(0)[name].shape[1:]
+            return np.empty((0,) + tuple(shape), dtype=dtype)
+        buf = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        return buf[inverse.reshape(-1)].astype(dtype, copy=False)
+
+    def get(self, ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
+        """Features of ``ids`` in request order: ``(len(ids), dim)`` in ``dtype``.
+
+        Raises KeyError naming the first unknown id.
+        """
+        return self._gather(list(ids), "features", dtype)
+
+    def get_tokens(self, ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
+        """Token features of ``ids`` in request order: ``(len(ids), T, C)`` in ``dtype``."""
+        if not self.has_tokens:
+            without = [str(p) for p, has in zip(self._paths, self._has_tokens) if not has]
+            raise ShardError(f"no 'tokens' dataset in {without}; extract with store_tokens=True")
+        return self._gather(list(ids), "tokens", dtype)
+
+    def iter_blocks(
+        self, block_rows: int = 4096, dtype: Any = np.float32
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Stream all rows shard by shard in blocks: ``(ids, features)`` per block."""
+        for i in range(len(self._paths)):
+            start, stop = int(self._offsets[i]), int(self._offsets[i + 1])
+            dataset = self._file(i)["features"]
+            for a in range(0, stop - start, block_rows):
+                b = min(stop - start, a + block_rows)
+                yield self._ids[start + a : start + b], dataset[a:b].astype(dtype, copy=False)
+
+    # -- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the HDF5 handles this process opened (the store reopens them on next use)."""
+        if self._pid == os.getpid():
+            for handle in self._handles.values():
+                try:
+                    handle.close()
+                except Exception:  # already closed by h5py at interpreter exit
+                    pass
+        self._handles = {}
+        self._pid = os.getpid()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
+
+def _same(found: Any, expected: Any) -> bool:
+    """Attribute equality across numpy and Python scalars; a bool never equals an int."""
+    bools = (bool, np.bool_)
+    if isinstance(expected, bools) or isinstance(found, bools):
+        return isinstance(found, bools) and isinstance(expected, bools) and bool(found) == bool(expected)
+    if isinstance(expected, (int, np.integer)) and isinstance(found, (int, np.integer)):
+        return int(found) == int(expected)
+    return found == expected
