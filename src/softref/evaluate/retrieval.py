@@ -1,0 +1,314 @@
+"""Image-text retrieval evaluation (COCO 5K / Flickr30K 1K protocol) with the cross-modal heads.
+
+The images and captions of a manifest split are encoded with the student's cross-modal heads;
+``scores = img @ txt.T``; a caption is relevant to the image it annotates. Image-to-text
+recall ranks the captions for each image, text-to-image recall the images for each caption;
+RSUM is the sum of R@1, R@5 and R@10 in both directions. The trainer's validation uses the
+same functions (:func:`split_items`, :func:`encode_split`, :func:`image_text_metrics`) on the
+val split, so model selection and the final evaluation measure the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from softref.data.manifest import file_sha256, read_images, read_texts
+from softref.evaluate.metrics import recall_at_k
+from softref.train.data import load_rgb
+
+__all__ = [
+    "KS",
+    "SplitItems",
+    "split_items",
+    "encode_split",
+    "image_text_metrics",
+    "load_student",
+    "evaluate_image_text",
+    "write_json",
+    "progress_disabled",
+]
+
+logger = logging.getLogger(__name__)
+
+KS: tuple[int, ...] = (1, 5, 10)
+
+
+def progress_disabled(log: logging.Logger = logger) -> bool:
+    """Progress bars are off under CI (env CI set) and when the log level is above INFO."""
+    return bool(os.environ.get("CI")) or not log.isEnabledFor(logging.INFO)
+
+
+@dataclass(frozen=True)
+class SplitItems:
+    """The images and captions of one manifest split, in manifest (id) order.
+
+    Only images with at least one caption in the split are kept: an image without a caption
+    would be an image-to-text query with nothing to find.
+    """
+
+    split: str
+    image_ids: tuple[str, ...]
+    image_paths: tuple[str, ...]
+    text_ids: tuple[str, ...]
+    captions: tuple[str, ...]
+    text_image_ids: tuple[str, ...]
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def num_texts(self) -> int:
+        return len(self.text_ids)
+
+    def relevant(self) -> np.ndarray:
+        """(num_images, num_texts) bool: relevant[i, j] when caption j annotates image i."""
+        index = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        rows = np.fromiter((index[i] for i in self.text_image_ids), dtype=np.int64, count=self.num_texts)
+        relevant = np.zeros((self.num_images, self.num_texts), dtype=bool)
+        relevant[rows, np.arange(self.num_texts)] = True
+        return relevant
+
+
+def split_items(images_manifest: Path, texts_manifest: Path, split: str) -> SplitItems:
+    """Read the images and captions of ``split`` from the manifests.
+
+    Raises:
+        ValueError: no caption in the split, or a caption whose image is not an image of the
+            split in ``images_manifest`` (the message names the file and the first ids).
+    """
+    images = read_images(Path(images_manifest))
+    texts = read_texts(Path(texts_manifest))
+    texts = texts[texts["split"] == split]
+    if texts.empty:
+        found = sorted(read_texts(Path(texts_manifest))["split"].unique().tolist())
+        raise ValueError(f"{texts_manifest}: no caption with split {split!r}; splits found: {found}")
+    images = images[images["split"] == split]
+    known = set(images["image_id"])
+    orphans = sorted(set(texts["image_id"]) - known)
+    if orphans:
+        raise ValueError(
+            f"{texts_manifest}: {len(orphans)} caption image_id(s) of split {split!r} are not images "
+            f"of that split in {images_manifest}; first: {orphans[:5]}"
+        )
+    with_captions = images["image_id"].isin(set(texts["image_id"]))
+    if not with_captions.all():
+        logger.warning(
+            "%s: %d image(s) of split %r have no caption and are left out of the evaluation",
+            images_manifest,
+            int((~with_captions).sum()),
+            split,
+        )
+        images = images[with_captions]
+    return SplitItems(
+        split=split,
+        image_ids=tuple(images["image_id"].tolist()),
+        image_paths=tuple(images["path"].tolist()),
+        text_ids=tuple(texts["text_id"].tolist()),
+        captions=tuple(texts["caption"].tolist()),
+        text_image_ids=tuple(texts["image_id"].tolist()),
+    )
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, root: Path, paths: tuple[str, ...], transform: Callable[..., Tensor]) -> None:
+        self.root, self.paths, self.transform = Path(root), paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.transform(load_rgb(self.root / self.paths[i]))
+
+
+@torch.no_grad()
+def encode_split(
+    model: torch.nn.Module,
+    items: SplitItems,
+    dataset_root: Path,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    head: str = "cross",
+    desc: str = "",
+) -> tuple[Tensor, Tensor]:
+    """Encode the split's images and captions: ((I, D), (T, D)) L2-normalised float32 on CPU.
+
+    ``model`` is a :class:`~softref.models.student.Student` (its ``transform``,
+    ``tokenizer``, ``encode_image`` and ``encode_text`` are used); it is put in eval mode and
+    left there.
+    """
+    device = torch.device(device)
+    model.eval()
+    disable = progress_disabled()
+    loader = DataLoader(
+        _ImageFiles(Path(dataset_root), items.image_paths, model.transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    image_parts = []
+    for pixels in tqdm(loader, desc=f"{desc} images".strip(), disable=disable, leave=False):
+        image_parts.append(model.encode_image(pixels.to(device), head=head).float().cpu())
+    text_parts = []
+    for start in tqdm(
+        range(0, items.num_texts, batch_size), desc=f"{desc} captions".strip(), disable=disable, leave=False
+    ):
+        tokens = model.tokenizer(list(items.captions[start : start + batch_size]))
+        text_parts.append(model.encode_text(tokens.to(device), head=head).float().cpu())
+    return torch.cat(image_parts), torch.cat(text_parts)
+
+
+def image_text_metrics(image_emb: Tensor, text_emb: Tensor, relevant: np.ndarray | Tensor) -> dict[str, Any]:
+    """R@1/5/10 in both directions and RSUM: {"i2t": {"R@1", ...}, "t2i": {...}, "rsum"}.
+
+    ``scores = image_emb @ text_emb.T``; i2t ranks captions per image with ``relevant``,
+    t2i ranks images per caption with ``relevant.T``.
+    """
+    scores = image_emb.float() @ text_emb.float().T
+    relevant_t = torch.as_tensor(np.asarray(relevant, dtype=bool))
+    i2t = recall_at_k(scores, relevant_t, KS)
+    # Transposed views: recall_at_k reads them in row chunks, no second full matrix.
+    t2i = recall_at_k(scores.T, relevant_t.T, KS)
+    result = {
+        "i2t": {f"R@{k}": float(i2t[k]) for k in KS},
+        "t2i": {f"R@{k}": float(t2i[k]) for k in KS},
+    }
+    result["rsum"] = float(sum(result["i2t"].values()) + sum(result["t2i"].values()))
+    return result
+
+
+def load_student(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the student stored in a selected-model checkpoint; returns (model in eval mode, checkpoint).
+
+    The architecture comes from the checkpoint's ``config["student"]``; the weights come from
+    its ``model`` state dict (pretrained weights are not needed: the state dict holds them).
+    """
+    from softref.models.student import Student
+    from softref.train.checkpoint import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(Path(checkpoint), map_location="cpu", required=("model", "config"))
+    student = ckpt["config"].get("student") if isinstance(ckpt["config"], dict) else None
+    if not isinstance(student, dict) or "architecture" not in student:
+        raise CheckpointError(
+            f"{checkpoint}: config['student']['architecture'] expected, found config keys "
+            f"{sorted(ckpt['config']) if isinstance(ckpt['config'], dict) else type(ckpt['config']).__name__}"
+        )
+    model = Student(student["architecture"], None)
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{checkpoint}: its model state does not fit a {student['architecture']!r} student ({err})"
+        ) from err
+    model.to(device).eval()
+    return model, ckpt
+
+
+def _default_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate_image_text(
+    checkpoint: Path,
+    dataset_root: Path,
+    images_manifest: Path,
+    texts_manifest: Path,
+    split: str = "test",
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    benchmark: str | None = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Image-text retrieval of a trained student on one manifest split.
+
+    Args:
+        checkpoint: a selected-model ``checkpoint.pt`` written by :func:`softref.train.train`.
+        dataset_root: the root the manifest image paths are relative to.
+        images_manifest, texts_manifest: the benchmark's manifests.
+        split: the manifest split to evaluate (``test``; never the split used for selection).
+        batch_size: images / captions encoded at once.
+        device: None picks CUDA when available, else the CPU.
+        benchmark: the name written in the result; default: the manifests' folder name
+            (``results/data/{dataset}/images.parquet`` gives the dataset).
+        num_workers: DataLoader workers for reading images.
+
+    Returns:
+        A JSON-able dict: benchmark, protocol ("image-text"), split, num_images, num_texts,
+        i2t and t2i ({"R@1", "R@5", "R@10"}, percent), rsum, checkpoint, checkpoint_sha256,
+        selected_epoch, and the experiment, student and method of the checkpoint.
+    """
+    checkpoint = Path(checkpoint)
+    device = _default_device(device)
+    model, ckpt = load_student(checkpoint, device)
+    items = split_items(Path(images_manifest), Path(texts_manifest), split)
+    logger.info(
+        "evaluating %s on %s split %r: %d images, %d captions",
+        checkpoint,
+        images_manifest,
+        split,
+        items.num_images,
+        items.num_texts,
+    )
+    image_emb, text_emb = encode_split(
+        model, items, Path(dataset_root), batch_size=batch_size, device=device, num_workers=num_workers, desc=split
+    )
+    metrics = image_text_metrics(image_emb, text_emb, items.relevant())
+    config = ckpt["config"]
+    experiment = config.get("experiment", {}) if isinstance(config, dict) else {}
+    result = {
+        "benchmark": benchmark if benchmark is not None else Path(images_manifest).resolve().parent.name,
+        "protocol": "image-text",
+        "split": split,
+        "num_images": items.num_images,
+        "num_texts": items.num_texts,
+        "i2t": metrics["i2t"],
+        "t2i": metrics["t2i"],
+        "rsum": metrics["rsum"],
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "selected_epoch": int(ckpt.get("epoch", -1)),
+        "experiment": experiment.get("name"),
+        "student": config.get("student", {}).get("name"),
+        "method": experiment.get("method"),
+    }
+    logger.info(
+        "%s: i2t R@1 %.2f, t2i R@1 %.2f, RSUM %.2f",
+        result["benchmark"],
+        result["i2t"]["R@1"],
+        result["t2i"]["R@1"],
+        result["rsum"],
+    )
+    return result
+
+
+def write_json(obj: Mapping[str, Any], path: Path) -> None:
+    """Write ``obj`` as indented, key-sorted JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,135 @@
+"""Retrieval table builder: CSV schema, RSUM, paper values only on a match, deterministic output."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from softref.tables import RETRIEVAL_COLUMNS, build_retrieval_table, load_paper_values, paper_value
+from softref.tables.paper import load_person_reference
+
+
+def _result(seed: float, benchmark: str = "demo-coco") -> dict:
+    i2t = {"R@1": 10.0 + seed, "R@5": 40.123456 + seed, "R@10": 70.0 + seed}
+    t2i = {"R@1": 8.5 + seed, "R@5": 33.333333 + seed, "R@10": 66.666667 + seed}
+    return {
+        "benchmark": benchmark, "protocol": "image-text", "split": "test", "num_images": 24, "num_texts": 120,
+        "i2t": i2t, "t2i": t2i, "rsum": sum(i2t.values()) + sum(t2i.values()),
+    }
+
+
+def _rows(tmp_path: Path) -> list[dict]:
+    rows = []
+    for k, (method, paper_model, paper_dataset) in enumerate(
+        [("cusa", "CLIP-ViT-B/32", "coco-5k"), ("base", "CLIP-ViT-B/32", "coco-5k"), ("cusa", None, None)]
+    ):
+        path = tmp_path / f"eval{k}.json"
+        path.write_text(json.dumps(_result(k)))
+        rows.append({"eval": path, "student": "tiny" if paper_model else "other", "method": method,
+                     "dataset": "demo-coco", "paper_model": paper_model, "paper_dataset": paper_dataset})
+    return rows
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_csv_schema_rsum_and_paper_values(tmp_path: Path) -> None:
+    rows = _rows(tmp_path)
+    build_retrieval_table("table1", rows, tmp_path / "t.csv", tmp_path / "t.md",
+                          label="Demo: synthetic benchmark, not MSCOCO")
+    with open(tmp_path / "t.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == list(RETRIEVAL_COLUMNS)
+    table = _read(tmp_path / "t.csv")
+    assert len(table) == 3 * 7
+    groups: dict[tuple, dict] = {}
+    for r in table:
+        assert r["table"] == "table1" and r["dataset"] == "demo-coco"
+        groups.setdefault((r["student"], r["method"]), {})[(r["direction"], r["metric"])] = r
+    assert set(groups) == {("tiny", "cusa"), ("tiny", "base"), ("other", "cusa")}
+    for cells in groups.values():
+        assert set(cells) == {(d, m) for d in ("i2t", "t2i") for m in ("R@1", "R@5", "R@10")} | {("both", "RSUM")}
+        six = sum(float(c["value"]) for key, c in cells.items() if key[0] != "both")
+        assert float(cells[("both", "RSUM")]["value"]) == pytest.approx(six, abs=1e-3)
+    # Paper values: CLIP-ViT-B/32 on coco-5k, Table 1 (cusa i2t R@1 57.3, base RSUM 422.6).
+    assert float(groups[("tiny", "cusa")][("i2t", "R@1")]["paper_value"]) == 57.3
+    assert float(groups[("tiny", "base")][("both", "RSUM")]["paper_value"]) == 422.6
+    assert all(c["paper_value"] != "" for c in groups[("tiny", "cusa")].values())
+    assert all(c["paper_value"] == "" for c in groups[("other", "cusa")].values())
+    # Values rounded to 4 decimals.
+    assert groups[("tiny", "cusa")][("i2t", "R@5")]["value"] == "40.1235"
+
+
+def test_markdown_names_table_label_and_data(tmp_path: Path) -> None:
+    build_retrieval_table("table1", _rows(tmp_path), tmp_path / "t.csv", tmp_path / "t.md",
+                          label="Demo: synthetic benchmark, not MSCOCO")
+    md = (tmp_path / "t.md").read_text()
+    assert md.startswith("# Table 1: Demo: synthetic benchmark, not MSCOCO\n")
+    assert "| tiny | cusa | 10.00 (57.30) |" in md
+    assert "| other | cusa | 12.00 |" in md
+    assert "Numbers measured on demo-coco: benchmark `demo-coco`, split `test` (24 images, 120 captions)." in md
+    assert "the same method with CLIP-ViT-B/32 on coco-5k (for tiny on demo-coco)." in md
+    lines = md.splitlines()
+    # Rows sorted by student, then method in the paper's order (base before cusa).
+    body = [line for line in lines if line.startswith("| ") and not line.startswith("| Student")]
+    assert [line.split(" | ")[:2] for line in body] == [["| other", "cusa"], ["| tiny", "base"], ["| tiny", "cusa"]]
+
+
+def test_output_is_deterministic_whatever_the_row_order(tmp_path: Path) -> None:
+    rows = _rows(tmp_path)
+    build_retrieval_table("table1", rows, tmp_path / "a.csv", tmp_path / "a.md", label="x")
+    build_retrieval_table("table1", rows[::-1], tmp_path / "b.csv", tmp_path / "b.md", label="x")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.md").read_bytes() == (tmp_path / "b.md").read_bytes()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_two_datasets_make_two_column_blocks(tmp_path: Path) -> None:
+    rows = [
+        {"result": _result(0, "demo-coco"), "student": "tiny", "method": "cusa", "dataset": "coco",
+         "paper_model": "CLIP-ViT-B/32", "paper_dataset": "coco-5k"},
+        {"result": _result(1, "demo-flickr"), "student": "tiny", "method": "cusa", "dataset": "flickr",
+         "paper_model": "CLIP-ViT-B/32", "paper_dataset": "flickr30k-1k"},
+    ]
+    long_rows = build_retrieval_table("table1", rows, tmp_path / "t.csv", tmp_path / "t.md", label="demo")
+    assert len(long_rows) == 14
+    md = (tmp_path / "t.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Student"))
+    assert header.count("|") == 2 + 14 + 1
+    assert "coco RSUM" in header and "flickr RSUM" in header
+    flickr = {(r["direction"], r["metric"]): r["paper_value"] for r in long_rows if r["dataset"] == "flickr"}
+    assert flickr[("both", "RSUM")] == 526.3
+
+
+def test_bad_rows_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="missing \\['method'\\]"):
+        build_retrieval_table("t", [{"result": _result(0), "student": "s", "dataset": "d"}],
+                              tmp_path / "t.csv", tmp_path / "t.md", label="")
+    bad = _result(0)
+    bad["rsum"] += 1
+    with pytest.raises(ValueError, match="not the sum of the six"):
+        build_retrieval_table("t", [{"result": bad, "student": "s", "method": "m", "dataset": "d"}],
+                              tmp_path / "t.csv", tmp_path / "t.md", label="")
+    dup = {"result": _result(0), "student": "s", "method": "m", "dataset": "d"}
+    with pytest.raises(ValueError, match="two results"):
+        build_retrieval_table("t", [dup, dup], tmp_path / "t.csv", tmp_path / "t.md", label="")
+    with pytest.raises(FileNotFoundError, match="absent.json"):
+        build_retrieval_table("t", [{"eval": tmp_path / "absent.json", "student": "s", "method": "m", "dataset": "d"}],
+                              tmp_path / "t.csv", tmp_path / "t.md", label="")
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_packaged_paper_values() -> None:
+    values = load_paper_values()
+    assert len(values) == 448
+    assert paper_value("CLIP-ViT-B/32", "cusa", "coco-5k", "t2i", "R@1") == 44.2
+    assert paper_value("CLIP-ViT-B/32", "usa", "coco-5k", "both", "RSUM", table="table5") is not None
+    assert paper_value("CLIP-ViT-B/32", "usa", "coco-5k", "i2t", "R@1") is None
+    assert paper_value(None, "cusa", "coco-5k", "i2t", "R@1") is None
+    person = load_person_reference()
+    irra = next(r for r in person if r["method"] == "IRRA" and r["dataset"] == "cuhk-pedes")
+    assert irra["R@1"] == 73.38 and next(r for r in person if r["method"] == "CFine")["mAP"] is None

@@ -1,0 +1,294 @@
+"""The CUSA trainer on a tiny synthetic benchmark: outputs, resume, NaN stop, input checks."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from softref.config import ExperimentConfig, StudentConfig
+from softref.data.adapters import prepare
+from softref.data.manifest import file_sha256
+from softref.data.synthetic import synthesize_demo
+from softref.features import FeatureStore, ShardError, ShardWriter
+from softref.train import NonFiniteLossError, train
+from softref.train.checkpoint import CheckpointError
+from softref.train.data import EpochBatchSampler, load_pairs
+from softref.train.trainer import LOG_COLUMNS, TIME_COLUMNS, cosine_schedule, parameter_groups
+
+BATCH = 4
+STUDENT = StudentConfig(name="tiny", architecture="softref-tiny")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_random_shards(out: Path, manifest: Path, ids: list[str], modality: str, teacher: str, dim: int,
+                        num_shards: int = 2, seed: int = 0) -> list[Path]:
+    """Shards of random teacher features for every id of a manifest, as extraction lays them out."""
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((len(ids), dim)).astype(np.float32)
+    paths = []
+    for shard, rows in enumerate(np.array_split(np.arange(len(ids)), num_shards)):
+        attrs = {
+            "teacher": teacher, "weights_sha256": "0" * 64, "preprocess": "random", "normalized": False,
+            "manifest_sha256": file_sha256(manifest), "shard": shard, "num_shards": num_shards,
+            "modality": modality,
+        }
+        path = out / f"{modality}-{shard}.h5"
+        with ShardWriter(path, num_rows=len(rows), dim=dim, attrs=attrs) as writer:
+            writer.write(0, [ids[i] for i in rows], features[rows])
+        paths.append(path)
+    return paths
+
+
+def make_benchmark(root: Path) -> dict:
+    """A tiny demo benchmark (8 train images x 2 captions), its manifests and random teacher shards."""
+    demo = synthesize_demo(root / "raw", num_identities=6, images_per_identity=2, captions_per_image=2,
+                           image_size=32, person_size=(32, 16), sts_pairs=0)
+    manifests = root / "manifests"
+    prepare("karpathy", demo["coco_root"], manifests, annotations=str(demo["coco_annotations"]))
+    images, texts = manifests / "images.parquet", manifests / "texts.parquet"
+    image_ids = pd.read_parquet(images)["image_id"].tolist()
+    text_ids = pd.read_parquet(texts)["text_id"].tolist()
+    return {
+        "dataset_root": demo["coco_root"],
+        "images_manifest": images,
+        "texts_manifest": texts,
+        "image_shards": write_random_shards(root / "features" / "img", images, image_ids, "images", "img-teacher", 24),
+        "text_shards": write_random_shards(root / "features" / "txt", texts, text_ids, "texts", "txt-teacher", 12, seed=1),
+    }
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return make_benchmark(tmp_path_factory.mktemp("bench"))
+
+
+def experiment(**overrides) -> ExperimentConfig:
+    values = dict(name="tiny-cusa", dataset="demo", student="tiny", method="cusa", image_teacher="img-teacher",
+                  text_teacher="txt-teacher", epochs=2, batch_size=BATCH, lr=1e-4, min_lr=1e-5, seed=23)
+    values.update(overrides)
+    return ExperimentConfig(**values)
+
+
+def run(bench: dict, out: Path, cfg: ExperimentConfig | None = None, **kwargs):
+    return train(cfg or experiment(), STUDENT, bench["dataset_root"], bench["images_manifest"],
+                 bench["texts_manifest"], bench["image_shards"], bench["text_shards"], out, **kwargs)
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def steps_per_epoch(bench: dict) -> int:
+    pairs = load_pairs(bench["images_manifest"], bench["texts_manifest"], "train")
+    return math.ceil(len(pairs) / BATCH)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(bench: dict, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("run") / "full"
+    return run(bench, out), out
+
+
+def test_two_epochs_write_checkpoint_and_log(uninterrupted, bench: dict) -> None:
+    result, out = uninterrupted
+    assert result.completed and result.epochs_completed == 2
+    assert result.steps == 2 * steps_per_epoch(bench)
+    assert result.checkpoint == out / "checkpoint.pt" and result.checkpoint.is_file()
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    rows = read_log(out / "train_log.csv")
+    assert list(rows[0]) == list(LOG_COLUMNS)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        six = [float(row[f"val_{d}_R@{k}"]) for d in ("i2t", "t2i") for k in (1, 5, 10)]
+        assert float(row["val_rsum"]) == pytest.approx(sum(six))
+        for term in ("total", "itr", "csa", "usa"):
+            assert math.isfinite(float(row[f"loss_{term}"]))
+    assert float(rows[0]["lr"]) == pytest.approx(1e-4)
+    best = max(rows, key=lambda r: float(r["val_rsum"]))
+    assert result.best_val_rsum == pytest.approx(float(best["val_rsum"]))
+
+
+def test_checkpoints_load_with_weights_only(uninterrupted) -> None:
+    _, out = uninterrupted
+    selected = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert {"model", "config", "epoch", "step", "val", "softref_version"} <= set(selected)
+    assert selected["config"]["student"]["architecture"] == "softref-tiny"
+    assert selected["config"]["experiment"]["method"] == "cusa"
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "epoch", "step", "rng", "config", "best_val_rsum", "log"} <= set(last)
+    assert last["epoch"] == 2 and isinstance(last["rng"]["torch"], torch.Tensor)
+    assert isinstance(last["rng"]["numpy"]["keys"], list)
+
+
+def test_resume_reaches_the_same_weights_and_log(uninterrupted, bench: dict, tmp_path: Path) -> None:
+    full_result, full = uninterrupted
+    out = tmp_path / "resumed"
+    # Interrupted inside epoch 2: that partial epoch must be dropped and redone.
+    stopped = run(bench, out, max_steps=steps_per_epoch(bench) + 1)
+    assert not stopped.completed and stopped.checkpoint is None and stopped.epochs_completed == 1
+    assert not (out / "checkpoint.pt").exists()
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+
+    resumed = run(bench, out)
+    assert resumed.completed and resumed.steps == full_result.steps
+    for name in ("checkpoint.pt", "last.pt"):
+        a = torch.load(full / name, weights_only=True)["model"]
+        b = torch.load(out / name, weights_only=True)["model"]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}: {key} differs after resume"
+    opt_a = torch.load(full / "last.pt", weights_only=True)["optimizer"]["state"]
+    opt_b = torch.load(out / "last.pt", weights_only=True)["optimizer"]["state"]
+    for index in opt_a:
+        for key in opt_a[index]:
+            assert torch.equal(opt_a[index][key], opt_b[index][key])
+    log_a, log_b = read_log(full / "train_log.csv"), read_log(out / "train_log.csv")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in rows]  # noqa: E731
+    assert strip(log_a) == strip(log_b)
+
+    # A finished run called again trains no more; it republishes a removed checkpoint.pt.
+    (out / "checkpoint.pt").unlink()
+    again = run(bench, out)
+    assert again.completed and again.steps == full_result.steps
+    assert (out / "checkpoint.pt").read_bytes() == (out / "best.pt").read_bytes()
+
+
+def test_dataloader_workers_do_not_change_the_result(uninterrupted, bench: dict, tmp_path: Path) -> None:
+    _, full = uninterrupted
+    # The teacher fetch then runs in the worker processes (each reopens the HDF5 files).
+    result = run(bench, tmp_path / "workers", cfg=experiment(num_workers=2))
+    a = torch.load(full / "last.pt", weights_only=True)["model"]
+    b = torch.load(result.last, weights_only=True)["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert float(read_log(result.train_log)[0]["fetch_seconds"]) > 0
+
+
+def test_resume_with_another_config_names_the_keys(uninterrupted, bench: dict) -> None:
+    _, out = uninterrupted
+    with pytest.raises(CheckpointError, match=r"experiment\.lr: 0\.0001 -> 0\.001.*Delete"):
+        run(bench, out, cfg=experiment(lr=1e-3))
+
+
+def test_non_finite_teacher_feature_stops_with_epoch_step_and_term(bench: dict, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    per_epoch = steps_per_epoch(bench)
+    original = FeatureStore.get
+    calls = {"images": 0}
+
+    def get(self, ids, dtype=np.float32):
+        values = original(self, ids, dtype)
+        if self.attrs["modality"] == "images":
+            calls["images"] += 1
+            if calls["images"] > per_epoch:  # the first batch of epoch 2
+                values = values.copy()
+                values[0, 0] = np.inf
+        return values
+
+    monkeypatch.setattr(FeatureStore, "get", get)
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match=rf"epoch 2, step {per_epoch + 1} .*'csa'"):
+        run(bench, out)
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert not (out / "checkpoint.pt").exists()
+    assert len(read_log(out / "train_log.csv")) == 1
+
+
+def test_exploding_learning_rate_stops_in_the_first_epoch(bench: dict, tmp_path: Path) -> None:
+    out = tmp_path / "explode"
+    cfg = experiment(method="base", lr=1e30, min_lr=1e30, epochs=1)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+ .*'itr'"):
+        run(bench, out, cfg=cfg)
+    assert not (out / "last.pt").exists() and not (out / "checkpoint.pt").exists()
+
+
+def test_base_needs_no_teacher(bench: dict, tmp_path: Path) -> None:
+    cfg = experiment(method="base", image_teacher=None, text_teacher=None, epochs=1)
+    result = train(cfg, STUDENT, bench["dataset_root"], bench["images_manifest"], bench["texts_manifest"],
+                   [tmp_path / "absent-images-0.h5"], [], tmp_path / "base")
+    assert result.completed
+    row = read_log(result.train_log)[0]
+    assert row["loss_csa"] == "" and row["loss_usa"] == "" and row["loss_itr"] != ""
+
+
+def test_missing_teacher_shards_are_an_error(bench: dict, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="image teacher's feature shards"):
+        train(experiment(), STUDENT, bench["dataset_root"], bench["images_manifest"], bench["texts_manifest"],
+              [], bench["text_shards"], tmp_path / "a")
+    with pytest.raises(ValueError, match="needs text_teacher"):
+        run(bench, tmp_path / "b", cfg=experiment(text_teacher=None))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        train(experiment(), STUDENT, bench["dataset_root"], bench["images_manifest"], bench["texts_manifest"],
+              bench["image_shards"][:1] + [tmp_path / "images-1.h5"], bench["text_shards"], tmp_path / "c")
+
+
+def test_shards_of_another_manifest_are_refused(bench: dict, tmp_path: Path) -> None:
+    # Text shards given as image shards: their manifest_sha256 is the texts manifest's.
+    with pytest.raises(ShardError, match="manifest_sha256|teacher|modality"):
+        train(experiment(), STUDENT, bench["dataset_root"], bench["images_manifest"], bench["texts_manifest"],
+              bench["text_shards"], bench["text_shards"], tmp_path / "x")
+    ids = pd.read_parquet(bench["images_manifest"])["image_id"].tolist()
+    other = write_random_shards(tmp_path / "other", bench["texts_manifest"], ids, "images", "img-teacher", 24)
+    with pytest.raises(ShardError, match="manifest_sha256"):
+        train(experiment(), STUDENT, bench["dataset_root"], bench["images_manifest"], bench["texts_manifest"],
+              other, bench["text_shards"], tmp_path / "y")
+
+
+def test_epoch_order_is_seeded_by_seed_plus_epoch() -> None:
+    sampler = EpochBatchSampler(10, 4, seed=23)
+    sampler.set_epoch(1)
+    first = sampler.batches()
+    sampler.set_epoch(2)
+    second = sampler.batches()
+    sampler.set_epoch(1)
+    assert sampler.batches() == first != second
+    assert sorted(i for b in first for i in b) == list(range(10))
+    assert [len(b) for b in first] == [4, 4, 2]
+
+
+def test_schedule_and_parameter_groups() -> None:
+    lrs = cosine_schedule(1e-5, 1e-6, 4)
+    assert lrs[0] == pytest.approx(1e-5) and np.all(np.diff(lrs) < 0) and lrs[-1] > 1e-6
+    from softref.models.student import Student
+
+    student = Student("softref-tiny")
+    decay, no_decay = parameter_groups(student, 1e-4)
+    names = {id(p): n for n, p in student.named_parameters()}
+    assert all(p.ndim >= 2 for p in decay["params"])
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert {"tau", "tau_c", "tau_image", "tau_text"} <= no_decay_names
+    assert all(n.endswith("bias") or student.get_parameter(n).ndim < 2 for n in no_decay_names)
+    assert "clip.logit_scale" not in no_decay_names  # frozen: not optimised
+
+
+def test_batch_positives_cover_every_caption_of_an_image(bench: dict) -> None:
+    from softref.models.student import Student
+    from softref.train.data import BatchCollator, TrainPairs
+
+    student = Student("softref-tiny")
+    pairs = load_pairs(bench["images_manifest"], bench["texts_manifest"], "train")
+    dataset = TrainPairs(pairs, bench["dataset_root"], student.transform)
+    with FeatureStore(bench["image_shards"]) as images, FeatureStore(bench["text_shards"]) as texts:
+        batch = BatchCollator(student.tokenizer, images, texts)([dataset[i] for i in range(6)])
+        expected_image = torch.from_numpy(images.get(list(batch.image_ids)))
+    positives = batch.positives()
+    for i in range(6):
+        for j in range(6):
+            assert bool(positives[i, j]) == (batch.image_ids[i] == batch.image_ids[j])
+    assert positives.sum() > 6  # two captions of one image share a batch here
+    assert torch.equal(batch.teacher_image, expected_image)
+    assert batch.tokens.shape[0] == 6 and batch.images.shape[0] == 6
