@@ -34,6 +34,9 @@ wildcard_constraints:
     dataset=_alternatives(CFG.datasets),
     teacher=_alternatives(CFG.teachers),
     shard=r"\d+",
+    experiment=_alternatives(CFG.experiments),
+    benchmark=_alternatives(CFG.benchmarks),
+    table=_alternatives(CFG.tables),
 
 
 def annotations_of(wildcards):
@@ -73,3 +76,36 @@ def feature_shards(dataset, teacher):
 def all_feature_shards(wildcards=None):
     """Every shard of every (dataset, teacher) pair the config declares."""
     return [p for d, ds in CFG.datasets.items() for t in ds.teachers for p in feature_shards(d, t)]
+
+
+def _manifests(dataset):
+    return {
+        "images": f"results/data/{dataset}/images.parquet",
+        "texts": f"results/data/{dataset}/texts.parquet",
+    }
+
+
+def train_inputs(wildcards):
+    """Manifests of the experiment's dataset and, for soft-label methods, its teachers' shards."""
+    ex = CFG.experiments[wildcards.experiment]
+    inputs = _manifests(ex.dataset)
+    if ex.method != "base":
+        inputs["image_shards"] = feature_shards(ex.dataset, ex.image_teacher)
+        inputs["text_shards"] = feature_shards(ex.dataset, ex.text_teacher)
+    return inputs
+
+
+def evaluate_inputs(wildcards):
+    """The trained checkpoint and the manifests of the benchmark's dataset."""
+    bm = CFG.benchmarks[wildcards.benchmark]
+    return {"checkpoint": f"results/runs/{wildcards.experiment}/checkpoint.pt", **_manifests(bm.dataset)}
+
+
+def table_inputs(wildcards):
+    """Every evaluation JSON the table shows."""
+    tb = CFG.tables[wildcards.table]
+    return [f"results/runs/{e}/eval/{b}.json" for e in tb.experiments for b in tb.benchmarks]
+
+
+def all_tables(wildcards=None):
+    return [f"results/{t}.{ext}" for t in CFG.tables for ext in ("csv", "md")]

@@ -1,0 +1,17 @@
+# Evaluation: one job per (experiment, benchmark), a JSON of metrics each.
+
+
+rule evaluate:
+    input:
+        unpack(evaluate_inputs),
+    output:
+        "results/runs/{experiment}/eval/{benchmark}.json",
+    threads: 2
+    log:
+        "logs/evaluate/{experiment}/{benchmark}.log",
+    benchmark:
+        "benchmarks/evaluate/{experiment}/{benchmark}.tsv"
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/evaluate.py"

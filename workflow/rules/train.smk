@@ -1,0 +1,18 @@
+# Training: one job per experiment. A killed job resumes from results/runs/{experiment}/last.pt.
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        checkpoint="results/runs/{experiment}/checkpoint.pt",
+        train_log="results/runs/{experiment}/train_log.csv",
+    threads: 2
+    log:
+        "logs/train/{experiment}.log",
+    benchmark:
+        "benchmarks/train/{experiment}.tsv"
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/train.py"
