@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -21,6 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from softref.data.manifest import file_sha256 as _bytes_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +134,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         raise FileNotFoundError(f"weights file not found: {path}")
     if not path.is_file():
         raise TeacherError(f"expected a weights file, found something else at {path}")
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return _bytes_sha256(path)
 
 
 def main_weights_file(folder: str | os.PathLike[str]) -> Path:
