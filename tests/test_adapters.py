@@ -278,11 +278,9 @@ def test_registry_names():
     assert {"karpathy", "cuhk-pedes", "icfg-pedes", "rstpreid"} <= set(FORMATS)
 
 
-def test_unknown_and_planned_formats(tmp_path):
+def test_unknown_format(tmp_path):
     with pytest.raises(ValueError, match=r"unknown dataset format 'foo'; available formats: .*cuhk-pedes.*karpathy"):
         prepare("foo", tmp_path, tmp_path / "out")
-    with pytest.raises(NotImplementedError, match=r"'cub' has no adapter yet; available formats: .*karpathy"):
-        prepare("cub", tmp_path, tmp_path / "out")
 
 
 def test_unknown_option_and_missing_root(coco, tmp_path):

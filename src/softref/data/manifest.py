@@ -1,6 +1,6 @@
 """Manifest schema: the Parquet tables that list a dataset's images, captions and extra positives.
 
-Every adapter turns a dataset's own annotation format into the same three tables, and every
+Every adapter turns a dataset's own annotation format into the same tables, and every
 downstream step (feature extraction, references, training, evaluation) reads only these:
 
 ``images.parquet``
@@ -11,11 +11,15 @@ downstream step (feature extraction, references, training, evaluation) reads onl
     annotated), ``split``.
 ``positives.parquet`` (optional)
     ``text_id``, ``image_id``: extra relevant pairs beyond the annotated one (ECCV Caption).
+``pairs.parquet`` (sentence-pair benchmarks only)
+    ``pair_id`` (unique), ``sentence1``, ``sentence2`` (as annotated), ``score`` (the gold
+    similarity, a finite float64), ``task`` (e.g. ``STS12/MSRpar``, ``STSBenchmark``,
+    ``SICK-R``), ``split``. The images and texts manifests of such a dataset are empty.
 
-All columns are strings. Rows are sorted by id (positives by ``(text_id, image_id)``), columns
-are in the fixed order above and the Parquet schema carries no pandas metadata, so the same
-rows always give the same bytes; :func:`file_sha256` of a manifest can then stand for its
-content in the feature shards' attributes.
+All columns are strings except ``score``. Rows are sorted by id (positives by ``(text_id,
+image_id)``), columns are in the fixed order above and the Parquet schema carries no pandas
+metadata, so the same rows always give the same bytes; :func:`file_sha256` of a manifest can
+then stand for its content in the feature shards' attributes.
 """
 
 from __future__ import annotations
@@ -35,17 +39,21 @@ __all__ = [
     "IMAGE_COLUMNS",
     "TEXT_COLUMNS",
     "POSITIVE_COLUMNS",
+    "PAIR_COLUMNS",
     "SPLITS",
     "ManifestError",
     "validate_images",
     "validate_texts",
     "validate_positives",
     "validate_pair",
+    "validate_pairs",
     "write_manifest",
     "write_positives",
+    "write_pairs",
     "read_images",
     "read_texts",
     "read_positives",
+    "read_pairs",
     "file_sha256",
     "shard_rows",
 ]
@@ -53,10 +61,12 @@ __all__ = [
 IMAGE_COLUMNS: tuple[str, ...] = ("image_id", "path", "identity", "split")
 TEXT_COLUMNS: tuple[str, ...] = ("text_id", "image_id", "identity", "caption", "split")
 POSITIVE_COLUMNS: tuple[str, ...] = ("text_id", "image_id")
+PAIR_COLUMNS: tuple[str, ...] = ("pair_id", "sentence1", "sentence2", "score", "task", "split")
+_PAIR_TEXT_COLUMNS: tuple[str, ...] = ("pair_id", "sentence1", "sentence2", "task", "split")
 SPLITS: tuple[str, ...] = ("train", "val", "test", "query", "gallery")
 
 # Columns that may hold an empty string: captions are kept exactly as annotated.
-_MAY_BE_EMPTY = frozenset({"caption"})
+_MAY_BE_EMPTY = frozenset({"caption", "sentence1", "sentence2"})
 # How many offending ids/rows an error message quotes.
 _SHOW = 5
 
@@ -206,6 +216,33 @@ def validate_positives(
     return _canonical(df, POSITIVE_COLUMNS, POSITIVE_COLUMNS)
 
 
+def validate_pairs(df: pd.DataFrame, source: str | os.PathLike[str] = "pairs") -> pd.DataFrame:
+    """Check a sentence-pairs frame (see the module docstring); return it canonical.
+
+    ``score`` must hold finite numbers (they are stored as float64); the other columns strings.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
+    _check_columns(list(df.columns), PAIR_COLUMNS, source)
+    _check_values(df, _PAIR_TEXT_COLUMNS, source)
+    _check_unique(df, "pair_id", source)
+    _check_splits(df, source)
+    scores = df["score"].tolist()
+    bad = [
+        i for i, v in enumerate(scores)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v
+        or v in (float("inf"), float("-inf"))
+    ]
+    if bad:
+        raise ManifestError(
+            f"{source}: column 'score' must hold finite numbers, found {len(bad)} other "
+            f"value(s); first rows: {_quote(bad)} (values {_quote(scores[i] for i in bad)})"
+        )
+    out = _canonical(df, PAIR_COLUMNS, ["pair_id"])
+    out["score"] = out["score"].astype("float64")
+    return out
+
+
 def validate_pair(
     images: pd.DataFrame,
     texts: pd.DataFrame,
@@ -272,11 +309,16 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
         raise
 
 
+def _column_type(column: str) -> pa.DataType:
+    return pa.float64() if column == "score" else pa.string()
+
+
 def _to_table(df: pd.DataFrame, columns: tuple[str, ...]) -> pa.Table:
     # Built column by column from plain lists: no pandas schema metadata, always `string`
     # (pandas would give `large_string` for its own str dtype).
-    arrays = [pa.array(df[c].tolist(), type=pa.string()) for c in columns]
-    return pa.Table.from_arrays(arrays, schema=pa.schema([(c, pa.string()) for c in columns]))
+    schema = pa.schema([(c, _column_type(c)) for c in columns])
+    arrays = [pa.array(df[c].tolist(), type=_column_type(c)) for c in columns]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def write_manifest(df: pd.DataFrame, path: Path, kind: ManifestKind) -> None:
@@ -296,6 +338,12 @@ def write_positives(df: pd.DataFrame, path: Path) -> None:
     _atomic_write_table(_to_table(canonical, POSITIVE_COLUMNS), Path(path))
 
 
+def write_pairs(df: pd.DataFrame, path: Path) -> None:
+    """Validate, sort and atomically write a ``pairs.parquet`` (scored sentence pairs)."""
+    canonical = validate_pairs(df, path)
+    _atomic_write_table(_to_table(canonical, PAIR_COLUMNS), Path(path))
+
+
 def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
@@ -307,6 +355,10 @@ def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     _check_columns(table.schema.names, columns, path)
     for col in columns:
         typ = table.schema.field(col).type
+        if col == "score":
+            if not pa.types.is_floating(typ):
+                raise ManifestError(f"{path}: column {col!r} has type {typ}, expected float64")
+            continue
         if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)
                 or pa.types.is_string_view(typ)):
             raise ManifestError(f"{path}: column {col!r} has type {typ}, expected string")
@@ -331,6 +383,13 @@ def read_positives(path: Path) -> pd.DataFrame:
     """Read and validate a ``positives.parquet``; columns :data:`POSITIVE_COLUMNS`."""
     df = _read_table(path, POSITIVE_COLUMNS)
     validate_positives(df, path)
+    return df
+
+
+def read_pairs(path: Path) -> pd.DataFrame:
+    """Read and validate a ``pairs.parquet``; columns :data:`PAIR_COLUMNS`, ``score`` float64."""
+    df = _read_table(path, PAIR_COLUMNS)
+    validate_pairs(df, path)
     return df
 
 

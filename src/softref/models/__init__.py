@@ -1,0 +1,1 @@
+"""softref.models."""
