@@ -39,10 +39,12 @@ def write_config(path: Path, cfg: dict) -> Path:
 def tiny_config(models: Path) -> dict:
     """The default config shrunk to a few identities, with the teachers' weights given by absolute path."""
     cfg = default_config()
-    cfg["demo"].update(num_identities=6, images_per_identity=2, captions_per_image=2, sts_pairs=10)
+    cfg["demo"].update(num_identities=10, images_per_identity=2, captions_per_image=2, sts_pairs=10)
     cfg["teachers"]["efficientnet-lite0"]["weights"] = str(models / "efficientnet-lite0" / "efficientnet-lite0-57934424.pth")
     cfg["teachers"]["all-mpnet-base-v2"]["weights"] = str(models / "all-mpnet-base-v2")
     cfg["features"]["num_workers"] = 0
+    for ex in cfg["experiments"].values():
+        ex.update(epochs=2, batch_size=8)
     return cfg
 
 
@@ -108,14 +110,15 @@ def test_bad_config_names_the_key(tmp_path, edit, expected):
 
 
 @pytest.mark.slow
-def test_feature_dag_runs_and_is_complete(tmp_path, demo_teachers):
-    """The real DAG on a tiny demo: manifests and every shard, then a rerun that has nothing to do."""
+def test_dag_runs_end_to_end(tmp_path, demo_teachers):
+    """The real DAG on a tiny demo: manifests and every shard, then training, evaluation and Table 1;
+    reruns have nothing to do."""
     cfg = write_config(tmp_path / "tiny.yaml", tiny_config(REPO / "models"))
     snakemake("features", "--cores", "2", "--directory", str(tmp_path), "--configfile", str(cfg))
 
     images = pd.read_parquet(tmp_path / "results/data/demo-coco/images.parquet")
     texts = pd.read_parquet(tmp_path / "results/data/demo-coco/texts.parquet")
-    assert len(images) == 6 * 2 and len(texts) == 6 * 2 * 2
+    assert len(images) == 10 * 2 and len(texts) == 10 * 2 * 2
     for teacher, modality, frame, id_col, dim in (
         ("efficientnet-lite0", "images", images, "image_id", 1280),
         ("all-mpnet-base-v2", "texts", texts, "text_id", 768),
@@ -133,4 +136,23 @@ def test_feature_dag_runs_and_is_complete(tmp_path, demo_teachers):
     assert list((tmp_path / "benchmarks/extract_image_features/demo-coco/efficientnet-lite0").glob("*.tsv"))
 
     again = snakemake("features", "-n", "--directory", str(tmp_path), "--configfile", str(cfg))
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # The rest of the DAG on the same shards: train (base and CUSA), evaluate, Table 1.
+    snakemake("results/table1.csv", "--cores", "2", "--directory", str(tmp_path), "--configfile", str(cfg))
+    table = pd.read_csv(tmp_path / "results/table1.csv")
+    assert list(table.columns) == ["table", "student", "method", "dataset", "direction", "metric", "value", "paper_value"]
+    assert set(table["method"]) == {"base", "cusa"}
+    assert table["paper_value"].isna().all()  # the demo is not a dataset of the paper
+    for _, rows in table.groupby("method"):
+        recalls = rows[rows["direction"].isin(["i2t", "t2i"])]
+        assert len(recalls) == 6 and set(recalls["metric"]) == {"R@1", "R@5", "R@10"}
+        rsum = rows[(rows["direction"] == "both") & (rows["metric"] == "RSUM")]["value"].item()
+        assert rsum == pytest.approx(recalls["value"].sum(), abs=1e-3)
+    md = (tmp_path / "results/table1.md").read_text()
+    assert "synthetic" in md and "not MSCOCO" in md
+    for run in ("demo-base", "demo-cusa"):
+        log = pd.read_csv(tmp_path / f"results/runs/{run}/train_log.csv")
+        assert list(log["epoch"]) == [1, 2]
+    again = snakemake("results/table1.csv", "-n", "--directory", str(tmp_path), "--configfile", str(cfg))
     assert "Nothing to be done" in again.stdout + again.stderr
