@@ -231,3 +231,33 @@ def shard_batches(
         piece = len(batch) // world_size
         batches.append(batch[rank * piece : (rank + 1) * piece])
     return batches
+
+
+def broadcast_parameters(module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every process (no-op in one process)."""
+    if not _active():
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            if torch.is_tensor(tensor):
+                dist.broadcast(tensor, src=0)
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Average every parameter gradient over the processes in one flat all-reduce (no-op in one process).
+
+    Parameters without a gradient (heads a method does not use) have none on every process, so
+    the flat buffer has the same layout everywhere.
+    """
+    if not _active():
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()

@@ -60,8 +60,10 @@ from softref.train.data import Batch, BatchCollator, EpochBatchSampler, TrainPai
 from softref.train.distributed import (
     DistributedContext,
     all_reduce_mean,
+    average_gradients,
     any_across,
     barrier,
+    broadcast_parameters,
     broadcast_from_main,
     cleanup_distributed,
     gather_no_grad,
@@ -475,14 +477,12 @@ def _train(
         for key in state:
             state[key] = resumed[key]
         logger.info("resuming %s after epoch %d (step %d)", out_dir, state["epoch"], state["step"])
+    # Under torchrun every process starts from rank 0's weights and averages gradients after each
+    # backward, as DistributedDataParallel does. DDP itself is not used: base / csa / usa leave
+    # heads and temperatures without gradient and the temperatures are returned as parameters,
+    # which its reducer cannot follow (find_unused_parameters marks them ready twice).
     model: nn.Module = student
-    if ctx.is_distributed:
-        model = nn.parallel.DistributedDataParallel(
-            student,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            # base / csa / usa leave some heads or temperatures without gradient.
-            find_unused_parameters=CUSA_METHODS[cfg.method] != ("itr", "csa", "usa"),
-        )
+    broadcast_parameters(student)
 
     if int(state["epoch"]) >= cfg.epochs:
         logger.warning(
@@ -520,6 +520,7 @@ def _train(
             values = _check_finite(terms, epoch, step + 1, batch_index, out_dir, device)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
+            average_gradients(student)
             optimizer.step()
             step += 1
             used = tuple(terms)

@@ -1,0 +1,66 @@
+"""Train one experiment of a config outside Snakemake, e.g. on several GPUs under torchrun.
+
+    torchrun --standalone --nproc_per_node 4 -m softref.train --config configs/cusa-coco.yaml \\
+        --experiment cusa-coco-cusa
+
+It reads the artifacts the DAG made (``results/data/{dataset}/*.parquet`` and the teachers'
+``results/features/{dataset}/{teacher}/*.h5``) and writes ``results/runs/{experiment}/`` as the
+``train`` rule does, so a Snakemake run afterwards finds the checkpoint and goes on from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from softref.config import ConfigError, read_config
+
+
+def _shards(dataset: str, teacher: str | None, modality: str, num_shards: int) -> list[Path]:
+    if teacher is None:
+        return []
+    return [Path(f"results/features/{dataset}/{teacher}/{modality}-{k}.h5") for k in range(num_shards)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m softref.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config.yaml", help="config YAML (default: config.yaml)")
+    parser.add_argument("--experiment", required=True, help="experiment name (a key of experiments)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    args = parser.parse_args(argv)
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(level=args.log_level, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
+
+    from softref.train.trainer import train
+
+    try:
+        cfg = read_config(args.config)
+        if args.experiment not in cfg.experiments:
+            raise ConfigError(f"{args.config}: no experiment {args.experiment!r}; defined: {sorted(cfg.experiments)}")
+        ex = cfg.experiments[args.experiment]
+        ds = cfg.datasets[ex.dataset]
+        soft = ex.method != "base"
+        result = train(
+            ex,
+            cfg.students[ex.student],
+            Path(ds.root),
+            Path(f"results/data/{ex.dataset}/images.parquet"),
+            Path(f"results/data/{ex.dataset}/texts.parquet"),
+            _shards(ex.dataset, ex.image_teacher, "images", ds.num_shards) if soft else [],
+            _shards(ex.dataset, ex.text_teacher, "texts", ds.num_shards) if soft else [],
+            Path(f"results/runs/{args.experiment}"),
+            device=args.device,
+        )
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"softref.train: error: {err}", file=sys.stderr)
+        return 2
+    logging.getLogger("softref").info("done: %s", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
