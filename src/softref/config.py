@@ -71,6 +71,29 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class NeighbourIndexConfig:
+    """The FAISS index over the multi-modal references (softref.references.index)."""
+
+    kind: str = "flat"
+    k: int = 10
+    nlist: int | None = None
+    nprobe: int | None = None
+    m: int = 32
+    ef_construction: int = 40
+    ef_search: int | None = None
+    use_gpu: bool | str = "auto"
+
+
+@dataclass(frozen=True)
+class ReferencesConfig:
+    """Per-identity teacher references (softref.references.build) and their neighbour index."""
+
+    split: str = "train"
+    on_missing: str = "error"
+    index: NeighbourIndexConfig = field(default_factory=NeighbourIndexConfig)
+
+
+@dataclass(frozen=True)
 class StudentConfig:
     """An open_clip student: architecture name and optional pretrained weights."""
 
@@ -135,6 +158,7 @@ class Config:
     datasets: Mapping[str, DatasetConfig]
     teachers: Mapping[str, TeacherSpec]
     features: FeaturesConfig
+    references: ReferencesConfig = field(default_factory=ReferencesConfig)
     students: Mapping[str, StudentConfig] = field(default_factory=dict)
     experiments: Mapping[str, ExperimentConfig] = field(default_factory=dict)
     benchmarks: Mapping[str, BenchmarkConfig] = field(default_factory=dict)
@@ -176,6 +200,9 @@ def load_config(raw: Mapping[str, Any]) -> Config:
         for name, values in (raw.get("datasets") or {}).items()
     }
     features = _build(FeaturesConfig, raw.get("features") or {}, "features")
+    references_raw = dict(raw.get("references") or {})
+    index = _build(NeighbourIndexConfig, references_raw.pop("index", None) or {}, "references.index")
+    references = _build(ReferencesConfig, references_raw, "references", index=index)
     students = {
         name: _build(StudentConfig, values or {}, f"students.{name}", name=name)
         for name, values in (raw.get("students") or {}).items()
@@ -233,6 +260,7 @@ def load_config(raw: Mapping[str, Any]) -> Config:
         datasets=datasets,
         teachers=teachers,
         features=features,
+        references=references,
         students=students,
         experiments=experiments,
         benchmarks=benchmarks,

@@ -91,6 +91,43 @@ def _manifests(dataset):
     }
 
 
+# {teachers} of the references rules: "<image_teacher>+<text_teacher>".
+TEACHER_PAIRS = rf"(?:{IMAGE_TEACHERS})\+(?:{TEXT_TEACHERS})"
+
+
+def teacher_pair(dataset, teachers):
+    """``"<image>+<text>"`` -> (image teacher, text teacher), both encoding ``dataset``."""
+    image, _, text = teachers.partition("+")
+    for name, modality in ((image, "image"), (text, "text")):
+        if name not in CFG.teachers_of(dataset, modality):
+            raise ValueError(
+                f"results/references/{dataset}/{teachers}: {name!r} is not a {modality} teacher of "
+                f"dataset {dataset!r} (its {modality} teachers: {CFG.teachers_of(dataset, modality)})"
+            )
+    return image, text
+
+
+def references_inputs(wildcards):
+    """Manifests of ``{dataset}`` and every shard of the two teachers named by ``{teachers}``."""
+    image, text = teacher_pair(wildcards.dataset, wildcards.teachers)
+    return {
+        **_manifests(wildcards.dataset),
+        "image_shards": feature_shards(wildcards.dataset, image),
+        "text_shards": feature_shards(wildcards.dataset, text),
+    }
+
+
+def all_references(wildcards=None):
+    """References, FAISS index and neighbours of every (dataset, image teacher, text teacher) pair."""
+    return [
+        f"results/references/{d}/{i}+{t}.{ext}"
+        for d in CFG.datasets
+        for i in CFG.teachers_of(d, "image")
+        for t in CFG.teachers_of(d, "text")
+        for ext in ("h5", "faiss", "neighbours.parquet")
+    ]
+
+
 def train_inputs(wildcards):
     """Manifests of the experiment's dataset and, for soft-label methods, its teachers' shards."""
     ex = CFG.experiments[wildcards.experiment]

@@ -1,0 +1,434 @@
+"""Per-identity teacher references: build them from the feature shards, read them back.
+
+A reference summarises one identity (person, class, object) of a split in the teachers'
+spaces. For identity ``c`` with images ``I_c`` and captions ``T_c``::
+
+    image[c]      = normalize(mean_{i in I_c} normalize(f_img(i)))
+    text[c]       = normalize(mean_{t in T_c} normalize(f_txt(t)))
+    multimodal[c] = concat(image[c], text[c]) / sqrt(2)
+
+Both halves of ``multimodal`` are unit vectors, so their concatenation has norm sqrt(2);
+dividing by sqrt(2) makes it a unit vector whose inner product with another reference is the
+mean of the image and text cosines. The neighbour index relies on this (inner product =
+cosine).
+
+An identity of the split with images but no caption (or the reverse) has no multi-modal
+reference: by default that is an error naming the identities; ``on_missing="skip"`` leaves
+them out (named in the log and counted in the ``skipped_identities`` attribute). Manifests
+checked by :func:`softref.data.manifest.validate_pair` cannot have captions without images,
+so in practice only caption-less images can trigger it.
+
+The file (HDF5) holds the datasets ``identities`` (utf-8, sorted by code point), ``image``,
+``text``, ``multimodal`` (float32), ``image_count``, ``text_count`` (int64) and the root
+attributes :data:`REFERENCE_ATTRS`. It is written as ``<name>.tmp-<pid>`` and renamed once
+complete, as the feature shards are.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from softref import __version__
+from softref.data.manifest import file_sha256, read_images, read_texts
+from softref.features.shards import TMP_MARKER
+from softref.features.store import FeatureStore
+
+__all__ = [
+    "REFERENCE_ATTRS",
+    "ReferencesError",
+    "References",
+    "build_references",
+    "read_reference_attrs",
+]
+
+log = logging.getLogger(__name__)
+
+REFERENCE_ATTRS: tuple[str, ...] = (
+    "image_teacher",
+    "text_teacher",
+    "image_weights_sha256",
+    "text_weights_sha256",
+    "images_manifest_sha256",
+    "texts_manifest_sha256",
+    "split",
+    "image_dim",
+    "text_dim",
+    "dim",
+    "num_identities",
+    "skipped_identities",
+    "normalization",
+    "softref_version",
+    "created",
+    "complete",
+)
+NORMALIZATION = (
+    "image, text: re-normalised means of L2-normalised teacher features; "
+    "multimodal: concat(image, text) / sqrt(2) (unit norm)"
+)
+DATASETS: tuple[str, ...] = ("identities", "image", "text", "multimodal", "image_count", "text_count")
+# Rows fetched from a FeatureStore at once: bounds memory to block x dim floats.
+BLOCK_ROWS = 4096
+# A mean of unit vectors shorter than this points nowhere in particular.
+_MIN_MEAN_NORM = 1e-6
+_SHOW = 5
+
+
+class ReferencesError(ValueError):
+    """A references file is incomplete, malformed or disagrees with what the reader expects."""
+
+
+def _quote(values: Sequence[Any]) -> str:
+    values = list(values)
+    shown = ", ".join(repr(v) for v in values[:_SHOW])
+    return shown + (f" (and {len(values) - _SHOW} more)" if len(values) > _SHOW else "")
+
+
+def _progress_disabled() -> bool:
+    return bool(os.environ.get("CI")) or not log.isEnabledFor(logging.INFO)
+
+
+def _normalize_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def _identity_means(
+    store: FeatureStore,
+    ids: Sequence[str],
+    codes: np.ndarray,
+    num_identities: int,
+    desc: str,
+    block_rows: int,
+) -> np.ndarray:
+    """Sum of L2-normalised features per identity code, in float64: ``(num_identities, dim)``.
+
+    ``ids`` are fetched in manifest order, block by block: shards hold contiguous manifest
+    rows, so each block reads a few runs of consecutive rows.
+    """
+    sums = np.zeros((num_identities, store.dim), dtype=np.float64)
+    with tqdm(total=len(ids), desc=desc, unit="row", disable=_progress_disabled()) as bar:
+        for start, stop in _blocks(len(ids), block_rows):
+            feats = _normalize_rows(store.get(ids[start:stop], dtype=np.float64))
+            block_codes = codes[start:stop]
+            order = np.argsort(block_codes, kind="stable")
+            sorted_codes = block_codes[order]
+            firsts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+            sums[sorted_codes[firsts]] += np.add.reduceat(feats[order], firsts, axis=0)
+            bar.update(stop - start)
+    return sums
+
+
+def _renormalize(sums: np.ndarray, identities: Sequence[str], what: str) -> np.ndarray:
+    norms = np.linalg.norm(sums, axis=1)
+    bad = np.flatnonzero(norms < _MIN_MEAN_NORM)
+    if len(bad):
+        raise ReferencesError(
+            f"{len(bad)} identit(ies) have {what} features that cancel out (norm of the sum "
+            f"< {_MIN_MEAN_NORM}), so their {what} reference has no direction: "
+            f"{_quote([identities[i] for i in bad])}"
+        )
+    return sums / norms[:, None]
+
+
+def build_references(
+    images_manifest: Path | str,
+    texts_manifest: Path | str,
+    image_shards: Sequence[Path | str],
+    text_shards: Sequence[Path | str],
+    out: Path | str,
+    *,
+    split: str = "train",
+    on_missing: Literal["error", "skip"] = "error",
+    block_rows: int = BLOCK_ROWS,
+) -> Path:
+    """Write the per-identity references of ``split`` to ``out`` (HDF5, atomically).
+
+    Args:
+        images_manifest, texts_manifest: the dataset's manifests; their sha256 must match the
+            ``manifest_sha256`` attribute of the shards (else the shards are refused).
+        image_shards, text_shards: every shard file of the image teacher and the text teacher.
+        out: the references file to write.
+        split: which split's identities get references (the training split by default).
+        on_missing: what to do with an identity that has images but no captions in the split
+            (or the reverse): ``"error"`` raises naming them, ``"skip"`` leaves them out.
+        block_rows: rows fetched from the shards at once (memory bound).
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        ReferencesError: no identity in the split, an identity without one modality (with
+            ``on_missing="error"``), a degenerate mean.
+        ShardError: a shard incomplete or from another manifest; KeyError: a manifest id of
+            the split absent from the shards.
+    """
+    images_manifest, texts_manifest, out = Path(images_manifest), Path(texts_manifest), Path(out)
+    if on_missing not in ("error", "skip"):
+        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    images = read_images(images_manifest)
+    texts = read_texts(texts_manifest)
+    images = images[images["split"] == split]
+    texts = texts[texts["split"] == split]
+    image_ids_of = set(images["identity"].tolist())
+    text_ids_of = set(texts["identity"].tolist())
+    if not image_ids_of and not text_ids_of:
+        raise ReferencesError(
+            f"no rows of split {split!r} in {images_manifest} or {texts_manifest}; "
+            f"expected at least one identity"
+        )
+    only_images = sorted(image_ids_of - text_ids_of)
+    only_texts = sorted(text_ids_of - image_ids_of)
+    if only_images or only_texts:
+        what = "; ".join(
+            part for part in (
+                f"{len(only_images)} with images but no caption: {_quote(only_images)}" if only_images else "",
+                f"{len(only_texts)} with captions but no image: {_quote(only_texts)}" if only_texts else "",
+            ) if part
+        )
+        if on_missing == "error":
+            raise ReferencesError(
+                f"identities of split {split!r} in {images_manifest} / {texts_manifest} lack a "
+                f"modality ({what}); expected images and captions for every identity "
+                f"(on_missing='skip' leaves such identities out)"
+            )
+        log.warning("leaving out identities of split %r that lack a modality: %s", split, what)
+    identities = sorted(image_ids_of & text_ids_of)
+    if not identities:
+        raise ReferencesError(
+            f"no identity of split {split!r} has both images and captions in "
+            f"{images_manifest} / {texts_manifest}"
+        )
+    code_of = {identity: i for i, identity in enumerate(identities)}
+    images = images[images["identity"].isin(code_of)]
+    texts = texts[texts["identity"].isin(code_of)]
+    image_codes = np.fromiter((code_of[c] for c in images["identity"]), dtype=np.int64, count=len(images))
+    text_codes = np.fromiter((code_of[c] for c in texts["identity"]), dtype=np.int64, count=len(texts))
+    num = len(identities)
+
+    image_expect = {"modality": "images", "manifest_sha256": file_sha256(images_manifest)}
+    text_expect = {"modality": "texts", "manifest_sha256": file_sha256(texts_manifest)}
+    with FeatureStore(image_shards, expect=image_expect) as image_store, \
+            FeatureStore(text_shards, expect=text_expect) as text_store:
+        image_attrs, text_attrs = image_store.attrs, text_store.attrs
+        log.info(
+            "references of %d identities (split %r): %d images (%s), %d captions (%s)",
+            num, split, len(images), image_attrs["teacher"], len(texts), text_attrs["teacher"],
+        )
+        image_sums = _identity_means(image_store, images["image_id"].tolist(), image_codes, num,
+                                     f"{image_attrs['teacher']} images", block_rows)
+        text_sums = _identity_means(text_store, texts["text_id"].tolist(), text_codes, num,
+                                    f"{text_attrs['teacher']} texts", block_rows)
+    # float32 from here on: the outputs are float32, and datasets with an identity per image
+    # (COCO-style) have as many references as images.
+    image_ref = _renormalize(image_sums, identities, "image").astype(np.float32)
+    del image_sums
+    text_ref = _renormalize(text_sums, identities, "text").astype(np.float32)
+    del text_sums
+    multimodal = np.concatenate([image_ref, text_ref], axis=1)
+    multimodal /= np.float32(math.sqrt(2.0))
+
+    attrs = {
+        "image_teacher": str(image_attrs["teacher"]),
+        "text_teacher": str(text_attrs["teacher"]),
+        "image_weights_sha256": str(image_attrs["weights_sha256"]),
+        "text_weights_sha256": str(text_attrs["weights_sha256"]),
+        "images_manifest_sha256": image_expect["manifest_sha256"],
+        "texts_manifest_sha256": text_expect["manifest_sha256"],
+        "split": split,
+        "image_dim": int(image_ref.shape[1]),
+        "text_dim": int(text_ref.shape[1]),
+        "dim": int(multimodal.shape[1]),
+        "num_identities": num,
+        "skipped_identities": len(only_images) + len(only_texts),
+        "normalization": NORMALIZATION,
+        "softref_version": __version__,
+    }
+    _write(
+        out,
+        attrs,
+        identities,
+        {
+            "image": image_ref,
+            "text": text_ref,
+            "multimodal": multimodal,
+            "image_count": np.bincount(image_codes, minlength=num).astype(np.int64),
+            "text_count": np.bincount(text_codes, minlength=num).astype(np.int64),
+        },
+    )
+    log.info("wrote %s: %d identities, multimodal dim %d", out, num, multimodal.shape[1])
+    return out
+
+
+def _write(out: Path, attrs: Mapping[str, Any], identities: Sequence[str], arrays: Mapping[str, np.ndarray]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}{TMP_MARKER}{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            f.attrs["complete"] = False
+            f.create_dataset("identities", data=np.array(identities, dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
+            for name, values in arrays.items():
+                f.create_dataset(name, data=values)
+            # Last, so a file that says complete holds every dataset.
+            f.attrs["complete"] = True
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _same(found: Any, expected: Any) -> bool:
+    """Attribute equality across numpy and Python scalars; a bool never equals an int."""
+    bools = (bool, np.bool_)
+    if isinstance(expected, bools) or isinstance(found, bools):
+        return isinstance(found, bools) and isinstance(expected, bools) and bool(found) == bool(expected)
+    if isinstance(expected, (int, np.integer)) and isinstance(found, (int, np.integer)):
+        return int(found) == int(expected)
+    return found == expected
+
+
+def read_reference_attrs(path: Path | str) -> dict[str, Any]:
+    """The root attributes of a references file as plain Python values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"references file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            return {key: _plain(value) for key, value in f.attrs.items()}
+    except OSError as exc:
+        raise ReferencesError(f"{path}: not a readable HDF5 file ({exc})") from exc
+
+
+@dataclass(frozen=True, eq=False)
+class References:
+    """The per-identity references of one (dataset, image teacher, text teacher, split).
+
+    Arrays are loaded whole (one row per identity: small next to the features they summarise).
+    Row ``i`` of every array belongs to ``identities[i]``.
+    """
+
+    path: Path
+    identities: tuple[str, ...]
+    image: np.ndarray
+    text: np.ndarray
+    multimodal: np.ndarray
+    image_count: np.ndarray
+    text_count: np.ndarray
+    attrs: Mapping[str, Any]
+
+    @classmethod
+    def open(cls, path: Path | str, expect: Mapping[str, Any] | None = None) -> References:
+        """Read a references file, refusing an incomplete one or one whose attributes differ.
+
+        ``expect`` maps attribute names (:data:`REFERENCE_ATTRS`) to the values the consumer
+        requires, e.g. ``{"image_teacher": "unicom", "split": "train"}``; a difference raises
+        :class:`ReferencesError` naming the key, both values and the file.
+        """
+        path = Path(path)
+        if TMP_MARKER in path.name:
+            raise ReferencesError(
+                f"{path}: incomplete references file (a temporary file of an interrupted or "
+                f"running build); expected a finished {path.name.split(TMP_MARKER)[0]}"
+            )
+        attrs = read_reference_attrs(path)
+        if attrs.get("complete") is not True:
+            raise ReferencesError(
+                f"{path}: incomplete references file: attr 'complete' expected True, found "
+                f"{attrs.get('complete', '<missing>')!r}"
+            )
+        missing = [key for key in REFERENCE_ATTRS if key not in attrs]
+        if missing:
+            raise ReferencesError(f"{path}: attr(s) {missing} missing; found attrs {sorted(attrs)}")
+        for key, value in (expect or {}).items():
+            found = attrs.get(key, "<missing>")
+            if not _same(found, value):
+                raise ReferencesError(f"{path}: attr {key!r} expected {value!r}, found {found!r}")
+        with h5py.File(path, "r") as f:
+            absent = [name for name in DATASETS if name not in f]
+            if absent:
+                raise ReferencesError(f"{path}: dataset(s) {absent} missing; found {sorted(f)}")
+            identities = tuple(f["identities"].asstr()[:].tolist())
+            arrays = {name: f[name][:] for name in DATASETS[1:]}
+        num = len(identities)
+        shapes = {
+            "image": (num, int(attrs["image_dim"])),
+            "text": (num, int(attrs["text_dim"])),
+            "multimodal": (num, int(attrs["dim"])),
+            "image_count": (num,),
+            "text_count": (num,),
+        }
+        for name, shape in shapes.items():
+            if arrays[name].shape != shape:
+                raise ReferencesError(
+                    f"{path}: dataset {name!r} expected shape {shape} (from 'identities' and the "
+                    f"dim attributes), found {arrays[name].shape}"
+                )
+        if num != int(attrs["num_identities"]):
+            raise ReferencesError(
+                f"{path}: attr 'num_identities' expected {num} (rows of 'identities'), "
+                f"found {attrs['num_identities']}"
+            )
+        for array in arrays.values():
+            array.setflags(write=False)
+        return cls(path=path, identities=identities, attrs=attrs, **arrays)
+
+    @property
+    def dim(self) -> int:
+        """Width of the multi-modal references (image dim + text dim)."""
+        return int(self.multimodal.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.identities)
+
+    def index(self, identity: str) -> int:
+        """Row of ``identity``; KeyError naming it and the file when absent."""
+        position = _bisect(self.identities, identity)
+        if position is None:
+            raise KeyError(f"identity {identity!r} has no reference in {self.path} ({len(self)} identities)")
+        return position
+
+    def __repr__(self) -> str:
+        return (
+            f"References({str(self.path)!r}, identities={len(self)}, image_teacher="
+            f"{self.attrs['image_teacher']!r}, text_teacher={self.attrs['text_teacher']!r}, "
+            f"split={self.attrs['split']!r}, dim={self.dim})"
+        )
+
+
+def _bisect(sorted_values: Sequence[str], value: str) -> int | None:
+    position = bisect.bisect_left(sorted_values, value)
+    if position < len(sorted_values) and sorted_values[position] == value:
+        return position
+    return None

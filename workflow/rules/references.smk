@@ -1,0 +1,49 @@
+# Teacher references: one file per (dataset, image teacher + text teacher), then its FAISS index
+# and the k nearest identities. {teachers} is "<image_teacher>+<text_teacher>"; naming the
+# neighbours table after the pair keeps two pairs of one dataset from writing the same file.
+
+
+rule build_references:
+    input:
+        unpack(references_inputs),
+    output:
+        "results/references/{dataset}/{teachers}.h5",
+    wildcard_constraints:
+        teachers=TEACHER_PAIRS,
+    params:
+        references=config["references"],
+    threads: 1
+    log:
+        "logs/build_references/{dataset}/{teachers}.log",
+    benchmark:
+        "benchmarks/build_references/{dataset}/{teachers}.tsv"
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/build_references.py"
+
+
+rule build_neighbour_index:
+    input:
+        references="results/references/{dataset}/{teachers}.h5",
+    output:
+        index="results/references/{dataset}/{teachers}.faiss",
+        neighbours="results/references/{dataset}/{teachers}.neighbours.parquet",
+    wildcard_constraints:
+        teachers=TEACHER_PAIRS,
+    params:
+        index=config["references"]["index"],
+    threads: 2
+    log:
+        "logs/build_neighbour_index/{dataset}/{teachers}.log",
+    benchmark:
+        "benchmarks/build_neighbour_index/{dataset}/{teachers}.tsv"
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/build_neighbour_index.py"
+
+
+rule references:
+    input:
+        all_references,
