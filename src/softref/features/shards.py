@@ -126,16 +126,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def read_shard_attrs(path: Path | str) -> dict[str, Any]:
-    """The root attributes of a shard as plain Python values (without loading any dataset)."""
+def read_h5_attrs(path: Path | str, what: str = "feature shard", error: type[Exception] = ShardError) -> dict[str, Any]:
+    """The root attributes of an HDF5 artifact (``what``: shard, references) as plain Python values."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"feature shard not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         with h5py.File(path, "r") as f:
             return {key: _plain(value) for key, value in f.attrs.items()}
     except OSError as exc:
-        raise ShardError(f"{path}: not a readable HDF5 file ({exc})") from exc
+        raise error(f"{path}: not a readable HDF5 file ({exc})") from exc
+
+
+def read_shard_attrs(path: Path | str) -> dict[str, Any]:
+    """The root attributes of a shard as plain Python values (without loading any dataset)."""
+    return read_h5_attrs(path)
 
 
 def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:

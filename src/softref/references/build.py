@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from softref import __version__
 from softref.data.manifest import file_sha256, read_images, read_texts
-from softref.features.shards import TMP_MARKER
+from softref.features.shards import TMP_MARKER, read_h5_attrs
 from softref.features.store import FeatureStore
 
 __all__ = [
@@ -299,16 +299,6 @@ def _write(out: Path, attrs: Mapping[str, Any], identities: Sequence[str], array
         raise
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 def _same(found: Any, expected: Any) -> bool:
     """Attribute equality across numpy and Python scalars; a bool never equals an int."""
     bools = (bool, np.bool_)
@@ -321,14 +311,7 @@ def _same(found: Any, expected: Any) -> bool:
 
 def read_reference_attrs(path: Path | str) -> dict[str, Any]:
     """The root attributes of a references file as plain Python values."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"references file not found: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            return {key: _plain(value) for key, value in f.attrs.items()}
-    except OSError as exc:
-        raise ReferencesError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    return read_h5_attrs(path, "references file", ReferencesError)
 
 
 @dataclass(frozen=True, eq=False)
