@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from softref.data.adapters import (
@@ -288,3 +289,39 @@ def test_unknown_option_and_missing_root(coco, tmp_path):
         prepare("cuhk-pedes", coco, tmp_path / "out", image_dir="x")
     with pytest.raises(FileNotFoundError, match="dataset root not found"):
         prepare("karpathy", tmp_path / "nowhere", tmp_path / "out")
+
+
+def _icfg(tmp_path, n_train=20, n_test=3):
+    root = tmp_path / "icfg"
+    records = [
+        {"id": i, "file_path": f"{split}/{i:04d}/{k}.jpg", "captions": [f"caption {i} {k}"], "split": split}
+        for split, ids in (("train", range(n_train)), ("test", range(100, 100 + n_test)))
+        for i in ids
+        for k in range(2)
+    ]
+    for rec in records:
+        path = root / "imgs" / rec["file_path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    (root / "ICFG-PEDES.json").write_text(json.dumps(records))
+    return root
+
+
+def test_icfg_pedes_carves_val_from_train_identities(tmp_path):
+    root = _icfg(tmp_path)
+    first = prepare("icfg-pedes", root, tmp_path / "a")
+    assert first.identities_per_split == {"test": 3, "train": 18, "val": 2}
+    images = read_images(tmp_path / "a" / "images.parquet")
+    val_ids = set(images[images["split"] == "val"]["identity"])
+    assert val_ids and all(int(i) < 100 for i in val_ids)  # never taken from test
+    texts = pd.read_parquet(tmp_path / "a" / "texts.parquet")
+    assert set(texts[texts["split"] == "val"]["identity"]) == val_ids
+    # Deterministic: the same seed gives byte-identical manifests; another seed another choice.
+    prepare("icfg-pedes", root, tmp_path / "b")
+    assert (tmp_path / "a" / "images.parquet").read_bytes() == (tmp_path / "b" / "images.parquet").read_bytes()
+    other = prepare("icfg-pedes", root, tmp_path / "c", val_fraction=0.25, val_seed=1)
+    assert other.identities_per_split["val"] == 5
+    kept = prepare("icfg-pedes", root, tmp_path / "d", val_fraction=0.0)
+    assert "val" not in kept.identities_per_split
+    with pytest.raises(ValueError, match="val_fraction"):
+        prepare("rstpreid", root, tmp_path / "e", val_fraction=0.1)

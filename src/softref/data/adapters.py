@@ -143,7 +143,7 @@ FORMATS: dict[str, Adapter] = {
     "cusa-json": read_cusa_json,
     "eccv": read_eccv,
     "cuhk-pedes": person_adapter("reid_raw.json", "file_path"),
-    "icfg-pedes": person_adapter("ICFG-PEDES.json", "file_path"),
+    "icfg-pedes": person_adapter("ICFG-PEDES.json", "file_path", carve_val=True),
     "rstpreid": person_adapter("data_captions.json", "img_path"),
     "cub": read_cub,
     "sop": read_sop,

@@ -6,11 +6,19 @@ Each is one JSON list of ``{"split", "captions": [...], "id", <image field>}`` w
 itself (unique in these files), ``path`` is ``imgs/<image field>``, the identity is ``str(id)``,
 and caption ``k`` of an image gets ``text_id = "<image_id>#<k>"``. Identities must not cross
 splits.
+
+ICFG-PEDES has no val split. Its adapter carves one from the *train* identities (never from
+test): ``val_fraction`` of them (default 0.1, at least one), drawn by a NumPy generator seeded
+with ``val_seed`` (default 0) from the sorted train identities, so the choice is deterministic.
+``val_fraction=0`` keeps the file's splits unchanged.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import numpy as np
 
 from softref.data.common import (
     Adapter,
@@ -32,11 +40,31 @@ __all__ = ["PERSON_SPLITS", "person_adapter"]
 
 PERSON_SPLITS = ("train", "val", "test")
 
+logger = logging.getLogger(__name__)
 
-def person_adapter(default_file: str, image_field: str, image_dir: str = "imgs") -> Adapter:
-    """An adapter for a text-to-person JSON list whose image name sits under ``image_field``."""
 
-    def read_person(root: Path, annotations: PathLike | None = None) -> AdapterOutput:
+def carve_val_identities(identities: list[str], fraction: float, seed: int) -> set[str]:
+    """The train identities moved to val: ``fraction`` of them (at least one), seeded and deterministic."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), found {fraction}")
+    unique = sorted(set(identities))
+    if fraction == 0 or len(unique) < 2:
+        return set()
+    count = max(1, round(fraction * len(unique)))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return {unique[i] for i in order[:count]}
+
+
+def person_adapter(default_file: str, image_field: str, image_dir: str = "imgs", carve_val: bool = False) -> Adapter:
+    """An adapter for a text-to-person JSON list whose image name sits under ``image_field``.
+
+    With ``carve_val`` the adapter takes ``val_fraction`` and ``val_seed`` options and moves a
+    seeded subset of the train identities to a val split (for sets published without one).
+    """
+
+    def read_person(
+        root: Path, annotations: PathLike | None = None, *, val_fraction: float = 0.1, val_seed: int = 0
+    ) -> AdapterOutput:
         path = resolve_annotations(root, annotations, (default_file,), default_file)
         name = path.name
         records = load_json_list(path)
@@ -71,6 +99,14 @@ def person_adapter(default_file: str, image_field: str, image_dir: str = "imgs")
         check_disjoint_identities(
             [(r[0], r[1], f"id {r[2]}", r[3]) for r in image_rows], places, name
         )
+        if carve_val:
+            if any(r[3] == "val" for r in image_rows):
+                logger.info("%s already has a val split: keeping it", name)
+            else:
+                val = carve_val_identities([r[2] for r in image_rows if r[3] == "train"], val_fraction, val_seed)
+                image_rows = [(*r[:3], "val") if r[3] == "train" and r[2] in val else r for r in image_rows]
+                text_rows = [(*r[:4], "val") if r[4] == "train" and r[2] in val else r for r in text_rows]
+                logger.info("%s: %d train identities moved to val (fraction %s, seed %d)", name, len(val), val_fraction, val_seed)
         return AdapterOutput(
             images=frame(image_rows, IMAGE_COLUMNS),
             texts=frame(text_rows, TEXT_COLUMNS),
@@ -83,4 +119,12 @@ def person_adapter(default_file: str, image_field: str, image_dir: str = "imgs")
     read_person.__doc__ = (
         f"Read {default_file} (image field {image_field!r}, images under {image_dir}/)."
     )
-    return read_person
+    if carve_val:
+        return read_person
+
+    def read_person_as_published(root: Path, annotations: PathLike | None = None) -> AdapterOutput:
+        return read_person(root, annotations, val_fraction=0.0)
+
+    read_person_as_published.__name__ = read_person_as_published.__qualname__ = read_person.__name__
+    read_person_as_published.__doc__ = read_person.__doc__
+    return read_person_as_published
