@@ -138,6 +138,24 @@ def read_h5_attrs(path: Path | str, what: str = "feature shard", error: type[Exc
         raise error(f"{path}: not a readable HDF5 file ({exc})") from exc
 
 
+def read_complete_attrs(
+    path: Path | str, what: str = "shard", job: str = "extraction", error: type[Exception] = ShardError
+) -> dict[str, Any]:
+    """The attributes of a finished HDF5 artifact; refuses temporary files and files not marked complete."""
+    path = Path(path)
+    if TMP_MARKER in path.name:
+        raise error(
+            f"{path}: incomplete {what} (a temporary file of an interrupted or running "
+            f"{job}); expected a finished {path.name.split(TMP_MARKER)[0]}"
+        )
+    attrs = read_h5_attrs(path, what, error)
+    if attrs.get("complete") is not True:
+        raise error(
+            f"{path}: incomplete {what}: attr 'complete' expected True, found {attrs.get('complete', '<missing>')!r}"
+        )
+    return attrs
+
+
 def read_shard_attrs(path: Path | str) -> dict[str, Any]:
     """The root attributes of a shard as plain Python values (without loading any dataset)."""
     return read_h5_attrs(path)

@@ -25,6 +25,7 @@ from softref.features.shards import (
     TMP_MARKER,
     ShardError,
     parse_shard_filename,
+    read_complete_attrs,
     read_rows,
     read_shard_attrs,
 )
@@ -152,17 +153,7 @@ class FeatureStore:
     # -- checks ---------------------------------------------------------------------------
     @staticmethod
     def _check_file(path: Path, expect: Mapping[str, Any] | None) -> dict[str, Any]:
-        if TMP_MARKER in path.name:
-            raise ShardError(
-                f"{path}: incomplete shard (a temporary file of an interrupted or running "
-                f"extraction); expected a finished {path.name.split(TMP_MARKER)[0]}"
-            )
-        attrs = read_shard_attrs(path)
-        if attrs.get("complete") is not True:
-            raise ShardError(
-                f"{path}: incomplete shard: attr 'complete' expected True, found "
-                f"{attrs.get('complete', '<missing>')!r}"
-            )
+        attrs = read_complete_attrs(path)
         for key in CONSISTENT_ATTRS + ("shard",):
             if key not in attrs:
                 raise ShardError(f"{path}: attr {key!r} missing; found attrs {sorted(attrs)}")

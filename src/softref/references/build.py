@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from softref import __version__
 from softref.data.manifest import file_sha256, read_images, read_texts
-from softref.features.shards import TMP_MARKER, read_h5_attrs
+from softref.features.shards import TMP_MARKER, read_complete_attrs, read_h5_attrs
 from softref.features.store import FeatureStore
 
 __all__ = [
@@ -340,17 +340,7 @@ class References:
         :class:`ReferencesError` naming the key, both values and the file.
         """
         path = Path(path)
-        if TMP_MARKER in path.name:
-            raise ReferencesError(
-                f"{path}: incomplete references file (a temporary file of an interrupted or "
-                f"running build); expected a finished {path.name.split(TMP_MARKER)[0]}"
-            )
-        attrs = read_reference_attrs(path)
-        if attrs.get("complete") is not True:
-            raise ReferencesError(
-                f"{path}: incomplete references file: attr 'complete' expected True, found "
-                f"{attrs.get('complete', '<missing>')!r}"
-            )
+        attrs = read_complete_attrs(path, "references file", "build", ReferencesError)
         missing = [key for key in REFERENCE_ATTRS if key not in attrs]
         if missing:
             raise ReferencesError(f"{path}: attr(s) {missing} missing; found attrs {sorted(attrs)}")
