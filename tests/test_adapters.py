@@ -15,7 +15,14 @@ from softref.data.adapters import (
     MissingImagesError,
     prepare,
 )
-from softref.data.manifest import read_images, read_texts
+from softref.data.manifest import (
+    PAIR_COLUMNS,
+    POSITIVE_COLUMNS,
+    read_images,
+    read_pairs,
+    read_positives,
+    read_texts,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -69,8 +76,18 @@ def test_karpathy_coco(coco, tmp_path):
     assert result.texts_per_split == {"test": 2, "train": 5, "val": 1}
     assert result.identities_per_split == {"test": 1, "train": 2, "val": 1}
     assert result.annotations == coco / "dataset_coco.json"
-    assert result.paths == (out / "images.parquet", out / "texts.parquet")
+    assert result.paths == (
+        out / "images.parquet", out / "texts.parquet", out / "positives.parquet", out / "pairs.parquet"
+    )
     assert result.skipped_path is None and not (out / "skipped.json").exists()
+    # Written for every format: empty, with their columns, when the format has none.
+    assert result.positives_path == out / "positives.parquet" and result.num_positives == 0
+    assert result.pairs_path == out / "pairs.parquet" and result.pairs_per_task == {}
+    assert list(read_positives(result.positives_path).columns) == list(POSITIVE_COLUMNS)
+    assert len(read_positives(result.positives_path)) == 0
+    pairs = read_pairs(result.pairs_path)
+    assert list(pairs.columns) == list(PAIR_COLUMNS) and len(pairs) == 0
+    assert pairs["score"].dtype == "float64"
 
 
 def test_karpathy_flickr_uses_imgid_and_image_dir(flickr, tmp_path):
@@ -93,7 +110,7 @@ def test_karpathy_flickr_uses_imgid_and_image_dir(flickr, tmp_path):
 def test_prepare_is_byte_identical(coco, tmp_path):
     prepare("karpathy", coco, tmp_path / "a")
     prepare("karpathy", coco, tmp_path / "b")
-    for name in ("images.parquet", "texts.parquet"):
+    for name in ("images.parquet", "texts.parquet", "positives.parquet", "pairs.parquet"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 

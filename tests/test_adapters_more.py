@@ -58,6 +58,7 @@ def test_every_format_is_registered():
     assert set(FORMATS) == {
         "karpathy", "albef", "cusa-json", "eccv", "cuhk-pedes", "icfg-pedes", "rstpreid", "cub",
         "sop", "inshop", "inaturalist", "senteval-sts", "reed-cub", "reed-flowers",
+        "image-folders", "sts-pairs",
     }
     assert adapter_options("reed-cub") == {
         "image_dir": "images", "image_ext": ".jpg", "captions_per_image": 10,
@@ -233,8 +234,9 @@ def test_eccv_fixture(tmp_path, caplog):
     assert texts.set_index("text_id").loc["1003", "image_id"] == "102"
     positives = read_positives(out / "positives.parquet")
     assert rows(positives, "text_id", "image_id") == [("1003", "101"), ("1005", "101")]
-    assert result.positives_path == out / "positives.parquet"
+    assert result.positives_path == out / "positives.parquet" and result.num_positives == 2
     assert out / "positives.parquet" in result.paths
+    assert len(read_pairs(out / "pairs.parquet")) == 0  # written, empty: eccv has no pairs
     assert "leaving out 1 further test caption(s) (sentids '1007')" in caplog.text
     assert "1 pair(s) name a caption or image outside" in caplog.text and "('9999', '102')" in caplog.text
 
@@ -538,6 +540,9 @@ def test_senteval_sts(tmp_path):
     assert pairs["score"].dtype == np.float64
     assert len(read_images(out / "images.parquet")) == 0 and len(read_texts(out / "texts.parquet")) == 0
     assert result.pairs_path == out / "pairs.parquet"
+    assert len(read_positives(out / "positives.parquet")) == 0  # written, empty
+    assert result.paths == tuple(out / n for n in (
+        "images.parquet", "texts.parquet", "positives.parquet", "pairs.parquet"))
 
 
 def test_senteval_sts_tasks_option(tmp_path):
@@ -668,6 +673,10 @@ def test_missing_image_then_skip(tmp_path, fmt):
     assert not out.exists()
     result = prepare(fmt, root, out, skip_missing=True, **options)
     assert (result.num_skipped_images, result.num_skipped_texts) == (1, captions)
+    assert result.paths == tuple(out / n for n in (
+        "images.parquet", "texts.parquet", "positives.parquet", "pairs.parquet", "skipped.json"))
+    positives = read_positives(out / "positives.parquet")
+    assert positives["image_id"].isin(read_images(out / "images.parquet")["image_id"]).all()
     assert len(read_images(out / "images.parquet")) == total - 1
     report = json.loads((out / "skipped.json").read_text())
     assert [m["path"] for m in report["missing_images"]] == [path]

@@ -2,9 +2,11 @@
 
 :func:`prepare` is the one entry point (the ``prepare_manifest`` rule calls it): it runs the
 adapter registered under a format name in :data:`FORMATS`, checks that the listed images exist,
-validates everything, and only then writes ``images.parquet`` and ``texts.parquet`` into the
-output folder, plus ``positives.parquet`` for formats with extra relevance (``eccv``) and
-``pairs.parquet`` for sentence-pair benchmarks (``senteval-sts``). On any error nothing is
+validates everything, and only then writes the four tables into the output folder:
+``images.parquet``, ``texts.parquet``, ``positives.parquet`` and ``pairs.parquet``. The last two
+are written for every format, empty (with their columns) when the format has none: extra
+relevance comes only with ``eccv``, scored sentence pairs only with ``senteval-sts`` and
+``sts-pairs``; the workflow can thus declare all four as outputs. On any error nothing is
 written. :func:`load_dataset` does the same reading and checking without writing (``softref
 check-dataset`` uses it).
 
@@ -24,14 +26,17 @@ format                    files                                                m
 ``sop``                   ``Ebay_train.txt``, ``Ebay_test.txt``                unimodal
 ``inshop``                ``list_eval_partition.txt``                          unimodal
 ``inaturalist``           ``Inaturalist_{train,test}_set1.txt``                unimodal
+``image-folders``         ``<split>/<class>/<image>`` folders, no list file    folders
 ``senteval-sts``          SentEval's ``STS/`` and ``SICK/`` test files         sts
+``sts-pairs``             ``pairs.tsv`` (``sentence1 sentence2 score``)        folders
 ``reed-cub``              ``text_c10/``, ``{trainval,test}classes.txt``        reed
 ``reed-flowers``          ``text_c10/``, ``{trainval,test}classes.txt``        reed
 ========================  ===================================================  ==============
 
-Image-only datasets (``cub``, ``sop``, ``inshop``, ``inaturalist``) get an empty but valid
-``texts.parquet``; ``senteval-sts`` gets empty ``images.parquet`` and ``texts.parquet`` beside
-its ``pairs.parquet``, so every dataset has the two manifests the workflow expects.
+Image-only datasets (``cub``, ``sop``, ``inshop``, ``inaturalist``, ``image-folders``) get an
+empty but valid ``texts.parquet``; the sentence-pair formats (``senteval-sts``, ``sts-pairs``)
+get empty ``images.parquet`` and ``texts.parquet`` beside their ``pairs.parquet``, so every
+dataset has the same four tables.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from softref.data.common import (
     progress_disabled,
     quote,
 )
+from softref.data.folders import read_image_folders, read_sts_pairs
 from softref.data.imagetext import read_albef, read_cusa_json, read_eccv, read_karpathy
 from softref.data.manifest import (
     IMAGE_COLUMNS,
@@ -96,21 +102,27 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PrepareResult:
-    """What :func:`prepare` wrote, with row counts per split."""
+    """What :func:`prepare` wrote, with row counts per split.
+
+    ``positives_path`` and ``pairs_path`` are always set: both files are written for every
+    format, empty when it has none (``num_positives`` / ``pairs_per_task`` say how many rows).
+    ``paths`` lists every file written, ``skipped.json`` included when it was.
+    """
 
     format: str
     annotations: Path
     images_path: Path
     texts_path: Path
+    positives_path: Path
+    pairs_path: Path
     images_per_split: Mapping[str, int]
     texts_per_split: Mapping[str, int]
     identities_per_split: Mapping[str, int]
-    positives_path: Path | None = None
     skipped_path: Path | None = None
     num_skipped_images: int = 0
     num_skipped_texts: int = 0
     paths: tuple[Path, ...] = field(default=())
-    pairs_path: Path | None = None
+    num_positives: int = 0
     pairs_per_task: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -149,7 +161,9 @@ FORMATS: dict[str, Adapter] = {
     "sop": read_sop,
     "inshop": read_inshop,
     "inaturalist": read_inaturalist,
+    "image-folders": read_image_folders,
     "senteval-sts": read_senteval_sts,
+    "sts-pairs": read_sts_pairs,
     "reed-cub": reed_adapter("reed-cub", "images", class_subdirs=True),
     "reed-flowers": reed_adapter("reed-flowers", "jpg", class_subdirs=False),
 }
@@ -270,6 +284,13 @@ def _atomic_write_json(obj: Any, path: Path) -> None:
         raise
 
 
+def _empty_table(columns: tuple[str, ...]) -> pd.DataFrame:
+    """A frame with ``columns`` and no row, typed as the validated tables are."""
+    return pd.DataFrame(
+        {c: pd.Series([], dtype="float64" if c == "score" else object) for c in columns}
+    )
+
+
 def _counts(df: pd.DataFrame, column: str | None = None, by: str = "split") -> dict[str, int]:
     if column is None:
         sizes = df.groupby(by).size()
@@ -288,7 +309,11 @@ def prepare(
     check_images: bool = True,
     **options: Any,
 ) -> PrepareResult:
-    """Write ``out_dir/images.parquet`` and ``out_dir/texts.parquet`` for the dataset at ``root``.
+    """Write the manifests of the dataset at ``root`` into ``out_dir``.
+
+    The four tables are always written: ``images.parquet``, ``texts.parquet``,
+    ``positives.parquet`` and ``pairs.parquet`` (the last two empty, with their columns, for a
+    format that has no extra positives or no sentence pairs).
 
     Args:
         format: a key of :data:`FORMATS` (``"karpathy"``, ``"cuhk-pedes"``, ``"cub"``, ...).
@@ -313,7 +338,12 @@ def prepare(
     )
     root = loaded.root
     out_dir = Path(out_dir)
-    images, texts, positives = loaded.images, loaded.texts, loaded.positives
+    images, texts = loaded.images, loaded.texts
+    # Formats without extra positives or sentence pairs still get both tables, empty.
+    positives = (
+        loaded.positives if loaded.positives is not None else _empty_table(POSITIVE_COLUMNS)
+    )
+    pairs = loaded.pairs if loaded.pairs is not None else _empty_table(PAIR_COLUMNS)
     images_path = out_dir / "images.parquet"
     texts_path = out_dir / "texts.parquet"
     positives_path = out_dir / "positives.parquet"
@@ -349,24 +379,19 @@ def prepare(
             )
             images = images.drop(index=gone.index).reset_index(drop=True)
             texts = texts[~dropped].reset_index(drop=True)
-            if positives is not None:
-                keep = positives["text_id"].isin(texts["text_id"]) & positives["image_id"].isin(
-                    images["image_id"]
-                )
-                positives = positives[keep].reset_index(drop=True)
+            keep = positives["text_id"].isin(texts["text_id"]) & positives["image_id"].isin(
+                images["image_id"]
+            )
+            positives = positives[keep].reset_index(drop=True)
             validate_pair(images, texts, texts_path, positives)
 
     # Everything validated: now write.
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [images_path, texts_path]
+    written = [images_path, texts_path, positives_path, pairs_path]
     _atomic_write_table(_to_table(images, IMAGE_COLUMNS), images_path)
     _atomic_write_table(_to_table(texts, TEXT_COLUMNS), texts_path)
-    if positives is not None:
-        _atomic_write_table(_to_table(positives, POSITIVE_COLUMNS), positives_path)
-        written.append(positives_path)
-    if loaded.pairs is not None:
-        _atomic_write_table(_to_table(loaded.pairs, PAIR_COLUMNS), pairs_path)
-        written.append(pairs_path)
+    _atomic_write_table(_to_table(positives, POSITIVE_COLUMNS), positives_path)
+    _atomic_write_table(_to_table(pairs, PAIR_COLUMNS), pairs_path)
     if skip_missing and skipped is not None:
         _atomic_write_json(skipped, skipped_path)
         written.append(skipped_path)
@@ -379,16 +404,17 @@ def prepare(
         annotations=loaded.annotations,
         images_path=images_path,
         texts_path=texts_path,
+        positives_path=positives_path,
+        pairs_path=pairs_path,
         images_per_split=_counts(images),
         texts_per_split=_counts(texts),
         identities_per_split=_counts(images, "identity"),
-        positives_path=positives_path if positives is not None else None,
         skipped_path=skipped_path if skip_missing else None,
         num_skipped_images=0 if skipped is None else skipped["num_missing_images"],
         num_skipped_texts=0 if skipped is None else skipped["num_dropped_texts"],
         paths=tuple(written),
-        pairs_path=pairs_path if loaded.pairs is not None else None,
-        pairs_per_task={} if loaded.pairs is None else _counts(loaded.pairs, by="task"),
+        num_positives=len(positives),
+        pairs_per_task=_counts(pairs, by="task"),
     )
     logger.info(
         "%s: wrote %s (images per split %s, texts per split %s)",

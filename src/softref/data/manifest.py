@@ -9,9 +9,9 @@ downstream step (feature extraction, references, training, evaluation) reads onl
 ``texts.parquet``
     ``text_id`` (unique), ``image_id`` (the paired image), ``identity``, ``caption`` (as
     annotated), ``split``.
-``positives.parquet`` (optional)
+``positives.parquet`` (always written; empty unless the format has extra relevance)
     ``text_id``, ``image_id``: extra relevant pairs beyond the annotated one (ECCV Caption).
-``pairs.parquet`` (sentence-pair benchmarks only)
+``pairs.parquet`` (always written; empty unless the format holds sentence pairs)
     ``pair_id`` (unique), ``sentence1``, ``sentence2`` (as annotated), ``score`` (the gold
     similarity, a finite float64), ``task`` (e.g. ``STS12/MSRpar``, ``STSBenchmark``,
     ``SICK-R``), ``split``. The images and texts manifests of such a dataset are empty.
