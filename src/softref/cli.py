@@ -5,6 +5,7 @@ Subcommands::
     softref inspect PATH [--ids N]            a shard (.h5) or a manifest (.parquet)
     softref validate DIR [--images-manifest P] [--texts-manifest P]
     softref neighbours DIR --id ID [--k 5] [--manifest-dir D]
+    softref neighbours --references FILE.h5 --identity NAME [--k 5] [--manifest-dir D]
     softref prepare FORMAT ROOT OUT_DIR [--annotations F] [--skip-missing] [--no-check-images]
                     [--option KEY=VALUE ...]
     softref check-dataset FORMAT ROOT [--dataset NAME] [--annotations F] [--no-check-images]
@@ -189,10 +190,62 @@ def nearest(store: Any, query: np.ndarray, k: int, exclude: str | None = None) -
     return [(i, float(s)) for i, s in zip(best_ids, best_scores) if np.isfinite(s)]
 
 
+def _identity_captions(manifest_dir: Path | None, identities: Sequence[str]) -> dict[str, str]:
+    """identity -> "<n> captions, e.g. '<first caption>'" from texts.parquet (empty without one)."""
+    if manifest_dir is None or not (manifest_dir / "texts.parquet").is_file():
+        return {}
+    from softref.data.manifest import read_texts
+
+    df = read_texts(manifest_dir / "texts.parquet")
+    df = df[df["identity"].isin(set(identities))]
+    out = {}
+    for identity, group in df.groupby("identity", sort=True):
+        out[str(identity)] = f"{len(group)} captions, e.g. {group['caption'].iloc[0]!r}"
+    return out
+
+
+def cmd_identity_neighbours(args: argparse.Namespace) -> int:
+    """Nearest identities of one identity through the references' FAISS index."""
+    from softref.references.index import NeighbourIndex
+
+    references = Path(args.references)
+    if not references.is_file():
+        raise FileNotFoundError(f"references file not found: {references}")
+    index_path = references.with_suffix(".faiss")
+    index = NeighbourIndex.open(index_path, references)
+    refs = index.references
+    row = refs.index(args.identity)
+    k = min(args.k + 1, len(refs))
+    scores, names = index.search(refs.multimodal[row : row + 1], k)
+    hits = [(str(n), float(s)) for n, s in zip(names[0], scores[0]) if n is not None and n != args.identity][: args.k]
+    # results/references/<dataset>/<pair>.h5 -> results/data/<dataset>
+    manifest_dir = Path(args.manifest_dir) if args.manifest_dir else references.resolve().parent.parent.parent / "data" / references.resolve().parent.name
+    if not (manifest_dir / "texts.parquet").is_file():
+        if args.manifest_dir:
+            raise FileNotFoundError(f"no texts.parquet in {manifest_dir}")
+        log.warning("no texts.parquet in %s: showing identities and scores only", manifest_dir)
+    described = _identity_captions(manifest_dir, [args.identity] + [h[0] for h in hits])
+    counts = f"{int(refs.image_count[row])} images, {int(refs.text_count[row])} captions"
+    print(f"identity {args.identity} ({counts}; references {refs.attrs['image_teacher']}+{refs.attrs['text_teacher']})")
+    if described.get(args.identity):
+        print(f"  {described[args.identity]}")
+    print(f"{len(hits)} nearest identities by multi-modal reference cosine ({index_path.name}):")
+    width = max((len(h[0]) for h in hits), default=0)
+    for rank, (name, score) in enumerate(hits, 1):
+        print(f"  {rank:>3}  {score:+.4f}  {name:<{width}}  {described.get(name, '')}".rstrip())
+    return 0
+
+
 def cmd_neighbours(args: argparse.Namespace) -> int:
     from softref.features.shards import MODALITIES
     from softref.features.store import FeatureStore, shard_paths
 
+    if args.references is not None or args.identity is not None:
+        if args.references is None or args.identity is None or args.directory is not None or args.id is not None:
+            raise ValueError("neighbours of an identity: give --references FILE.h5 and --identity NAME, and no DIR or --id")
+        return cmd_identity_neighbours(args)
+    if args.directory is None or args.id is None:
+        raise ValueError("neighbours: give DIR and --id ID (features), or --references and --identity (identities)")
     directory = Path(args.directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"feature directory not found: {directory}")
@@ -267,10 +320,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(f"wrote {result.images_path} and {result.texts_path}")
     for split, count in result.images_per_split.items():
         print(f"  {split}: {count} images, {result.texts_per_split.get(split, 0)} texts")
-    if result.positives_path is not None:
-        print(f"wrote {result.positives_path}")
-    if result.pairs_path is not None:
-        print(f"wrote {result.pairs_path}")
+    print(f"wrote {result.positives_path} ({result.num_positives} extra positives) and {result.pairs_path} "
+          f"({sum(result.pairs_per_task.values())} sentence pairs)")
+    if result.pairs_per_task:
         for task, count in result.pairs_per_task.items():
             print(f"  {task}: {count} pairs")
     if result.num_skipped_images:
@@ -337,11 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texts-manifest", metavar="P", help="texts.parquet the text shards were extracted from")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("neighbours", help="nearest ids of one id by teacher cosine similarity",
+    p = sub.add_parser("neighbours", help="nearest ids (or identities) by teacher cosine similarity",
                        description="Find the modality holding ID in DIR, then print the k most "
-                       "cosine-similar ids of the same modality with their captions or paths.")
-    p.add_argument("directory", metavar="DIR", help="results/features/<dataset>/<teacher>")
-    p.add_argument("--id", required=True, help="an image_id or text_id")
+                       "cosine-similar ids of the same modality with their captions or paths. With "
+                       "--references and --identity: the k nearest identities of one identity through "
+                       "the references' FAISS index (FILE.faiss beside FILE.h5).")
+    p.add_argument("directory", metavar="DIR", nargs="?", default=None, help="results/features/<dataset>/<teacher>")
+    p.add_argument("--id", default=None, help="an image_id or text_id")
+    p.add_argument("--references", metavar="FILE", default=None,
+                   help="results/references/<dataset>/<image_teacher>+<text_teacher>.h5")
+    p.add_argument("--identity", default=None, help="an identity of the references (with --references)")
     p.add_argument("--k", type=int, default=5, help="how many neighbours (default 5)")
     p.add_argument("--manifest-dir", metavar="D",
                    help="folder of images.parquet / texts.parquet (default: results/data/<dataset> "
@@ -353,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     formats = ", ".join(FORMATS)
     p = sub.add_parser("prepare", help="write a dataset's manifests from its annotations",
                        description="Turn a dataset's annotations into images.parquet and "
-                       "texts.parquet (plus positives.parquet for eccv, pairs.parquet for "
-                       "senteval-sts). Nothing is written when any check fails. Formats and "
+                       "texts.parquet, plus positives.parquet (filled for eccv) and pairs.parquet "
+                       "(filled for senteval-sts and sts-pairs), empty for other formats. Nothing is written when any check fails. Formats and "
                        "layouts: docs/datasets.md.")
     p.add_argument("format", metavar="FORMAT", choices=list(FORMATS), help=f"annotation format: {formats}")
     p.add_argument("root", help="dataset root (manifest paths are relative to it)")
