@@ -22,12 +22,15 @@ __all__ = [
     "load_paper_values",
     "paper_value",
     "load_person_reference",
+    "person_reference_value",
+    "PERSON_METRICS",
     "table_number",
 ]
 
 PAPER_COLUMNS: tuple[str, ...] = ("table", "family", "model", "method", "dataset", "direction", "metric", "value")
 _CUSA_CSV = "cusa_tables.csv"
 _PERSON_CSV = "person_retrieval_reference.csv"
+PERSON_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "mAP", "mINP")
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,20 @@ def load_person_reference(path: Path | None = None) -> list[dict[str, str | floa
             }
         )
     return rows
+
+
+def person_reference_value(
+    method: str, dataset: str | None, metric: str, *, path: Path | None = None
+) -> float | None:
+    """The published number of ``method`` (e.g. ``"MMRef"``) on ``dataset`` for ``metric``, or None.
+
+    None when the dataset is None, the pair is not listed, or the cell is empty (not reported).
+    """
+    if metric not in PERSON_METRICS:
+        raise ValueError(f"person reference: metric expected one of {list(PERSON_METRICS)}, found {metric!r}")
+    if dataset is None:
+        return None
+    for row in load_person_reference(path):
+        if row["method"] == method and row["dataset"] == dataset and row[metric] is not None:
+            return float(row[metric])
+    return None
