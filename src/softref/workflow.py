@@ -54,3 +54,35 @@ def rule_context(smk: Any) -> Iterator[Config]:
     finally:
         if stream is not None:
             stream.flush()
+
+
+def write_config(config: Any, path: Path) -> Path:
+    """Write the run's effective config (what Snakemake merged and validated) as YAML, atomically.
+
+    The torchrun processes of a multi-GPU train job read it, so they train exactly what the
+    DAG planned; ``python -m softref.train --config`` accepts it like any config file.
+    """
+    import tempfile
+
+    import yaml
+
+    path = Path(path)
+    text = yaml.safe_dump(_plain(config), sort_keys=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """Snakemake's config mapping (and its nested mappings) as plain dicts and lists."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

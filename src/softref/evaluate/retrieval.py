@@ -65,6 +65,8 @@ class SplitItems:
     text_ids: tuple[str, ...]
     captions: tuple[str, ...]
     text_image_ids: tuple[str, ...]
+    image_identities: tuple[str, ...] = ()
+    text_identities: tuple[str, ...] = ()
 
     @property
     def num_images(self) -> int:
@@ -81,6 +83,14 @@ class SplitItems:
         relevant = np.zeros((self.num_images, self.num_texts), dtype=bool)
         relevant[rows, np.arange(self.num_texts)] = True
         return relevant
+
+    def identity_relevant(self) -> np.ndarray:
+        """(num_images, num_texts) bool: every caption of an image's identity is relevant to it."""
+        if len(self.image_identities) != self.num_images or len(self.text_identities) != self.num_texts:
+            raise ValueError(f"split {self.split!r}: the items carry no identities")
+        image = np.asarray(self.image_identities, dtype=object)
+        text = np.asarray(self.text_identities, dtype=object)
+        return image[:, None] == text[None, :]
 
 
 def split_items(images_manifest: Path, texts_manifest: Path, split: str) -> SplitItems:
@@ -120,6 +130,8 @@ def split_items(images_manifest: Path, texts_manifest: Path, split: str) -> Spli
         text_ids=tuple(texts["text_id"].tolist()),
         captions=tuple(texts["caption"].tolist()),
         text_image_ids=tuple(texts["image_id"].tolist()),
+        image_identities=tuple(images["identity"].tolist()),
+        text_identities=tuple(texts["identity"].tolist()),
     )
 
 

@@ -19,22 +19,18 @@ from pathlib import Path
 from softref.config import ConfigError, read_config
 
 
-def _shards(dataset: str, teacher: str | None, modality: str, num_shards: int) -> list[Path]:
-    if teacher is None:
-        return []
-    return [Path(f"results/features/{dataset}/{teacher}/{modality}-{k}.h5") for k in range(num_shards)]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m softref.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config.yaml", help="config YAML (default: config.yaml)")
     parser.add_argument("--experiment", required=True, help="experiment name (a key of experiments)")
+    parser.add_argument("--results", default="results", help="the DAG's results folder (default: results)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     args = parser.parse_args(argv)
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
 
+    from softref.train.inputs import run_inputs
     from softref.train.trainer import train
 
     try:
@@ -42,17 +38,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.experiment not in cfg.experiments:
             raise ConfigError(f"{args.config}: no experiment {args.experiment!r}; defined: {sorted(cfg.experiments)}")
         ex = cfg.experiments[args.experiment]
-        ds = cfg.datasets[ex.dataset]
-        soft = ex.method != "base"
+        paths = run_inputs(cfg, args.experiment, Path(args.results))
         result = train(
             ex,
             cfg.students[ex.student],
-            Path(ds.root),
-            Path(f"results/data/{ex.dataset}/images.parquet"),
-            Path(f"results/data/{ex.dataset}/texts.parquet"),
-            _shards(ex.dataset, ex.image_teacher, "images", ds.num_shards) if soft else [],
-            _shards(ex.dataset, ex.text_teacher, "texts", ds.num_shards) if soft else [],
-            Path(f"results/runs/{args.experiment}"),
+            paths.dataset_root,
+            paths.images_manifest,
+            paths.texts_manifest,
+            paths.image_shards,
+            paths.text_shards,
+            paths.out_dir,
+            references=paths.references,
+            neighbours=paths.neighbours,
             device=args.device,
         )
     except (ConfigError, FileNotFoundError, ValueError) as err:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ def load_rgb(path: Path) -> Image.Image:
 
 
 def load_pairs(images_manifest: Path, texts_manifest: Path, split: str) -> pd.DataFrame:
-    """The (caption, image) pairs of ``split``: columns text_id, image_id, caption, path, image_index.
+    """The (caption, image) pairs of ``split``: columns text_id, image_id, caption, path, image_index, identity.
 
     ``image_index`` numbers the distinct images of the split (in image_id order); rows are in
     text_id order (the manifest's). Raises ValueError when the split has no caption, or a
@@ -86,12 +86,13 @@ def load_pairs(images_manifest: Path, texts_manifest: Path, split: str) -> pd.Da
             "caption": texts["caption"].to_numpy(),
             "path": [paths[i] for i in texts["image_id"]],
             "image_index": np.asarray([index[i] for i in texts["image_id"]], dtype=np.int64),
+            "identity": texts["identity"].to_numpy(),
         }
     ).reset_index(drop=True)
 
 
 class TrainPairs(Dataset):
-    """Image-caption pairs: item i is (pixels, caption, image_id, text_id, image_index).
+    """Image-caption pairs: item i is (pixels, caption, image_id, text_id, image_index, identity).
 
     Args:
         pairs: the frame of :func:`load_pairs`.
@@ -108,13 +109,14 @@ class TrainPairs(Dataset):
         self.captions: list[str] = pairs["caption"].tolist()
         self.paths: list[str] = pairs["path"].tolist()
         self.image_index: list[int] = [int(i) for i in pairs["image_index"]]
+        self.identities: list[str] = pairs["identity"].tolist() if "identity" in pairs else [""] * len(self.text_ids)
 
     def __len__(self) -> int:
         return len(self.text_ids)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, str, str, str, int]:
+    def __getitem__(self, i: int) -> tuple[Tensor, str, str, str, int, str]:
         pixels = self.transform(load_rgb(self.root / self.paths[i]))
-        return pixels, self.captions[i], self.image_ids[i], self.text_ids[i], self.image_index[i]
+        return pixels, self.captions[i], self.image_ids[i], self.text_ids[i], self.image_index[i], self.identities[i]
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class Batch:
         teacher_image: (B, D_ti) float32 image teacher features (None without teachers).
         teacher_text: (B, D_tt) float32 text teacher features (None without teachers).
         fetch_seconds: time spent reading the teacher features of this batch.
+        identity_index: (B,) int64 row of each pair's identity in the reference bank (MMRef;
+            None when the collator was given no identity table).
     """
 
     images: Tensor
@@ -139,6 +143,7 @@ class Batch:
     teacher_image: Tensor | None = None
     teacher_text: Tensor | None = None
     fetch_seconds: float = 0.0
+    identity_index: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.text_ids)
@@ -158,6 +163,7 @@ class Batch:
             image_index=move(self.image_index),
             teacher_image=move(self.teacher_image),
             teacher_text=move(self.teacher_text),
+            identity_index=move(self.identity_index),
         )
 
     def pin_memory(self) -> Batch:
@@ -171,6 +177,7 @@ class Batch:
             image_index=pin(self.image_index),
             teacher_image=pin(self.teacher_image),
             teacher_text=pin(self.teacher_text),
+            identity_index=pin(self.identity_index),
         )
 
 
@@ -181,17 +188,28 @@ class BatchCollator:
         tokenizer: list of captions -> (B, L) LongTensor (the student's ``tokenizer``).
         image_store: image teacher features by image_id, or None (no teachers).
         text_store: text teacher features by text_id, or None.
+        identity_rows: identity -> row of the reference bank (MMRef), or None.
     """
 
-    def __init__(self, tokenizer: Callable[[list[str]], Tensor], image_store: Any = None, text_store: Any = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Callable[[list[str]], Tensor],
+        image_store: Any = None,
+        text_store: Any = None,
+        identity_rows: Mapping[str, int] | None = None,
+    ) -> None:
         if (image_store is None) != (text_store is None):
             raise ValueError("BatchCollator: give both teacher stores (image and text) or neither")
         self.tokenizer = tokenizer
         self.image_store = image_store
         self.text_store = text_store
+        self.identity_rows = identity_rows
 
-    def __call__(self, items: Sequence[tuple[Tensor, str, str, str, int]]) -> Batch:
-        pixels, captions, image_ids, text_ids, image_index = zip(*items)
+    def __call__(self, items: Sequence[tuple[Tensor, str, str, str, int, str]]) -> Batch:
+        pixels, captions, image_ids, text_ids, image_index, identities = zip(*items)
+        identity_index = None
+        if self.identity_rows is not None:
+            identity_index = torch.tensor([self.identity_rows[i] for i in identities], dtype=torch.int64)
         teacher_image = teacher_text = None
         seconds = 0.0
         if self.image_store is not None:
@@ -208,6 +226,7 @@ class BatchCollator:
             teacher_image=teacher_image,
             teacher_text=teacher_text,
             fetch_seconds=seconds,
+            identity_index=identity_index,
         )
 
 
@@ -249,7 +268,7 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 def make_loader(
     dataset: TrainPairs,
-    sampler: EpochBatchSampler,
+    sampler: Sampler[list[int]],
     collator: BatchCollator,
     *,
     num_workers: int = 0,

@@ -87,7 +87,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LOSS_TERMS: tuple[str, ...] = ("total", "itr", "csa", "usa")
+LOSS_TERMS: tuple[str, ...] = ("total", "itr", "csa", "usa", "id", "fuse", "guide", "recon")
 TEMPERATURES: tuple[str, ...] = ("tau", "tau_c", "tau_image", "tau_text")
 VAL_COLUMNS: tuple[str, ...] = tuple(f"val_{d}_R@{k}" for d in ("i2t", "t2i") for k in KS) + ("val_rsum",)
 #: Columns of train_log.csv; loss terms a method does not use are left empty.
@@ -217,6 +217,52 @@ def objective(
         total = total + cfg.beta * result["usa"]
     result["total"] = total
     return result
+
+
+def mmref_losses(
+    student: nn.Module,
+    head: nn.Module,
+    batch: Batch,
+    cfg: ExperimentConfig,
+    scheme: Any,
+    teacher_references: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """MMRef's terms for one batch (softref.losses.mmref.mmref_objective).
+
+    Local Reconstruction masks a copy of the batch's tokens: the other terms see the captions
+    as they are. Gathers the embeddings and identities across processes when ``cfg.gather``;
+    the reconstruction is computed on each process's own captions.
+    """
+    from softref.losses.mmref import mmref_objective
+    from softref.models.mmref import mask_tokens, text_token_features
+
+    if batch.identity_index is None:
+        raise ValueError(f"experiment {cfg.name!r} (mmref): the batch carries no identity rows")
+    out = dict(student(batch.images, batch.tokens))
+    identity_index = batch.identity_index
+    logits = labels = None
+    if cfg.mmref.local_reconstruction:
+        masked, labels = mask_tokens(
+            batch.tokens,
+            mask_prob=cfg.mmref.mask_prob,
+            mask_token_id=scheme.mask_token_id,
+            vocab_size=scheme.vocab_size,
+            special_ids=scheme.special_ids,
+            pad_id=scheme.pad_token_id,
+        )
+        logits = head.reconstruct(
+            text_token_features(student, masked), identity_index, padding_mask=batch.tokens == scheme.pad_token_id
+        )
+    if cfg.gather:
+        for key in ("image_emb", "text_emb"):
+            out[key] = gather_with_grad(out[key])
+        identity_index = gather_no_grad(identity_index)
+    return dict(
+        mmref_objective(
+            out, head, identity_index, cfg=cfg.mmref, mlm_logits=logits, mlm_labels=labels,
+            teacher_references=teacher_references,
+        )
+    )
 
 
 def training_losses(model: nn.Module, batch: Batch, cfg: ExperimentConfig) -> dict[str, Tensor]:
@@ -359,6 +405,8 @@ def train(
     *,
     device: str | torch.device | None = None,
     max_steps: int | None = None,
+    references: Path | None = None,
+    neighbours: Path | None = None,
 ) -> TrainResult:
     """Train one experiment's student; write checkpoint.pt, train_log.csv and last.pt in ``out_dir``.
 
@@ -374,6 +422,9 @@ def train(
         device: None picks ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
         max_steps: stop (as if interrupted) once this many optimizer steps have run in total;
             the epoch in progress is dropped, last.pt keeps the last complete epoch.
+        references, neighbours: MMRef only: the teacher references of the experiment's two
+            teachers (``.h5``) and their neighbours table, read when the sampler places
+            neighbour identities together or the soft targets are on.
 
     Returns:
         :class:`TrainResult`.
@@ -392,6 +443,7 @@ def train(
         return _train(
             ctx, cfg, student_cfg, Path(dataset_root), Path(images_manifest), Path(texts_manifest),
             [Path(p) for p in image_shards], [Path(p) for p in text_shards], Path(out_dir), max_steps,
+            None if references is None else Path(references), None if neighbours is None else Path(neighbours),
         )
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
@@ -409,12 +461,17 @@ def _train(
     text_shards: list[Path],
     out_dir: Path,
     max_steps: int | None,
+    references: Path | None = None,
+    neighbours_path: Path | None = None,
 ) -> TrainResult:
     from softref.models.student import Student
 
     device = ctx.device
-    if cfg.method not in CUSA_METHODS:
-        raise ValueError(f"experiment {cfg.name!r}: method {cfg.method!r} is not one of {sorted(CUSA_METHODS)}")
+    is_mmref = cfg.method == "mmref"
+    if cfg.method not in CUSA_METHODS and not is_mmref:
+        raise ValueError(
+            f"experiment {cfg.name!r}: method {cfg.method!r} is not one of {sorted(CUSA_METHODS) + ['mmref']}"
+        )
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError(f"experiment {cfg.name!r}: epochs and batch_size must be >= 1, found {cfg.epochs}, {cfg.batch_size}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -426,7 +483,7 @@ def _train(
     images_sha, texts_sha = file_sha256(images_manifest), file_sha256(texts_manifest)
     pairs = load_pairs(images_manifest, texts_manifest, "train")
     val_items = split_items(images_manifest, texts_manifest, "val")
-    image_store, text_store = _open_stores(cfg, image_shards, text_shards, images_sha, texts_sha)
+    image_store, text_store = (None, None) if is_mmref else _open_stores(cfg, image_shards, text_shards, images_sha, texts_sha)
     if image_store is not None:
         _check_coverage(image_store, pairs["image_id"].tolist(), "image")
         _check_coverage(text_store, pairs["text_id"].tolist(), "text")
@@ -439,14 +496,54 @@ def _train(
     # ============ model ... ============
     student = Student(student_cfg.architecture, student_cfg.pretrained).to(device)
     dataset = TrainPairs(pairs, dataset_root, student.transform)
-    sampler = EpochBatchSampler(len(dataset), cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size)
-    collator = BatchCollator(student.tokenizer, image_store, text_store)
+    head: nn.Module | None = None
+    identities: list[str] = []
+    teacher_references: Tensor | None = None
+    reference_facts: dict[str, Any] | None = None
+    scheme = None
+    if is_mmref:
+        from softref.models.mmref import MMRefHead, text_token_features, token_scheme_for
+        from softref.train.sampler import IdentityBatchSampler
+
+        identities = sorted(set(pairs["identity"]))
+        neighbours, teacher_references, reference_facts = _mmref_inputs(
+            cfg, identities, references, neighbours_path, images_sha, texts_sha
+        )
+        scheme = token_scheme_for(student)
+        with torch.no_grad():
+            text_width = int(text_token_features(student, student.tokenizer(["a"]).to(device)).shape[-1])
+        head = MMRefHead(
+            len(identities), student.embed_dim, text_width, scheme.vocab_size,
+            heads=cfg.mmref.decoder_heads, reconstruction_context=cfg.mmref.reconstruction_context,
+        ).to(device)
+        if teacher_references is not None:
+            teacher_references = teacher_references.to(device)
+        sampler = IdentityBatchSampler(
+            pairs["identity"].tolist(), batch_size=cfg.batch_size, samples_per_identity=cfg.mmref.samples_per_identity,
+            seed=cfg.seed, neighbours=neighbours, neighbours_per_anchor=cfg.mmref.neighbours_per_anchor,
+            rank=ctx.rank, world_size=ctx.world_size,
+        )
+        collator = BatchCollator(student.tokenizer, identity_rows={name: i for i, name in enumerate(identities)})
+        logger.info(
+            "mmref: %d identities in the reference bank; sampler %d x %d with %d neighbour(s) per anchor; terms: %s",
+            len(identities), cfg.batch_size // cfg.mmref.samples_per_identity, cfg.mmref.samples_per_identity,
+            cfg.mmref.neighbours_per_anchor,
+            ", ".join(t for t, on in (("fuse", cfg.mmref.global_fusion), ("guide", cfg.mmref.reference_guidance),
+                                      ("recon", cfg.mmref.local_reconstruction), ("soft", cfg.mmref.soft_targets)) if on) or "id only",
+        )
+    else:
+        sampler = EpochBatchSampler(len(dataset), cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size)
+        collator = BatchCollator(student.tokenizer, image_store, text_store)
     loader = make_loader(
         dataset, sampler, collator, num_workers=cfg.num_workers, pin_memory=device.type == "cuda"
     )
 
     # ============ loss and optimizer ... ============
-    optimizer = torch.optim.AdamW(parameter_groups(student, cfg.weight_decay), lr=cfg.lr)
+    groups = parameter_groups(student, cfg.weight_decay)
+    if head is not None:
+        for group, extra in zip(groups, parameter_groups(head, cfg.weight_decay)):
+            group["params"] = group["params"] + extra["params"]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
 
     # ============ schedule ... ============
     lr_schedule = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs)
@@ -460,6 +557,7 @@ def _train(
             "texts_manifest_sha256": texts_sha,
             "image_teacher": None if image_store is None else _teacher_facts(image_store),
             "text_teacher": None if text_store is None else _teacher_facts(text_store),
+            "references": reference_facts,
         },
     }
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_rsum": -math.inf, "best_epoch": 0, "log": []}
@@ -472,6 +570,10 @@ def _train(
                 f"{'; '.join(differences)}. Delete {out_dir} to start over"
             )
         student.load_state_dict(resumed["model"])
+        if head is not None:
+            if "mmref_head" not in resumed:
+                raise CheckpointError(f"{last_path}: an mmref run's resume state lacks 'mmref_head'; delete {out_dir} to start over")
+            head.load_state_dict(resumed["mmref_head"])
         optimizer.load_state_dict(resumed["optimizer"])
         restore_rng_state(resumed["rng"])
         for key in state:
@@ -483,6 +585,9 @@ def _train(
     # which its reducer cannot follow (find_unused_parameters marks them ready twice).
     model: nn.Module = student
     broadcast_parameters(student)
+    if head is not None:
+        broadcast_parameters(head)
+    mmref_extra = {} if head is None else {"mmref": {"identities": identities, "config": plain_config(cfg.mmref)}}
 
     if int(state["epoch"]) >= cfg.epochs:
         logger.warning(
@@ -502,6 +607,8 @@ def _train(
             group["lr"] = lr
         sampler.set_epoch(epoch)
         model.train()
+        if head is not None:
+            head.train()
         sums = np.zeros(len(LOSS_TERMS))
         used: tuple[str, ...] = ()
         num_batches = 0
@@ -516,11 +623,16 @@ def _train(
             wait_seconds += time.perf_counter() - ticked
             fetch_seconds += batch.fetch_seconds
             batch = batch.to(device, non_blocking=True)
-            terms = training_losses(model, batch, cfg)
+            if head is not None:
+                terms = mmref_losses(student, head, batch, cfg, scheme, teacher_references)
+            else:
+                terms = training_losses(model, batch, cfg)
             values = _check_finite(terms, epoch, step + 1, batch_index, out_dir, device)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             average_gradients(student)
+            if head is not None:
+                average_gradients(head)
             optimizer.step()
             step += 1
             used = tuple(terms)
@@ -546,7 +658,10 @@ def _train(
                 student, val_items, dataset_root, batch_size=cfg.batch_size, device=device,
                 num_workers=cfg.num_workers, desc=f"val {epoch}",
             )
-            val = image_text_metrics(image_emb, text_emb, val_items.relevant())
+            # MMRef's benchmarks are identity-level (any image of the person is a hit): select the
+            # same way; CUSA's are pair-level.
+            relevant = val_items.identity_relevant() if is_mmref else val_items.relevant()
+            val = image_text_metrics(image_emb, text_emb, relevant)
             student.train()
             for direction in ("i2t", "t2i"):
                 for k in KS:
@@ -564,6 +679,8 @@ def _train(
                         "step": step,
                         "val": {k: row[k] for k in VAL_COLUMNS},
                         "softref_version": __version__,
+                        **_head_state(head),
+                        **mmref_extra,
                     },
                     best_path,
                 )
@@ -581,6 +698,8 @@ def _train(
                     "best_epoch": state["best_epoch"],
                     "log": state["log"],
                     "softref_version": __version__,
+                    **_head_state(head),
+                    **mmref_extra,
                 },
                 last_path,
             )
@@ -614,6 +733,62 @@ def _train(
         best_epoch=int(state["best_epoch"]),
         best_val_rsum=float(state["best_val_rsum"]),
     )
+
+
+def _head_state(head: nn.Module | None) -> dict[str, Any]:
+    return {} if head is None else {"mmref_head": head.state_dict()}
+
+
+def _mmref_inputs(
+    cfg: ExperimentConfig,
+    identities: Sequence[str],
+    references: Path | None,
+    neighbours_path: Path | None,
+    images_sha: str,
+    texts_sha: str,
+) -> tuple[dict[str, list[str]] | None, Tensor | None, dict[str, Any] | None]:
+    """MMRef's teacher inputs: the neighbour lists (sampler) and the teacher references (soft targets).
+
+    Both come from the teacher references of the experiment's two teachers, made from the same
+    manifests; their identities must be exactly the training identities (rows of the bank).
+    """
+    from softref.references.build import References
+    from softref.train.sampler import neighbours_from_parquet
+
+    need_neighbours = cfg.mmref.neighbours_per_anchor > 0
+    if not (need_neighbours or cfg.mmref.soft_targets):
+        return None, None, None
+    what = f"experiment {cfg.name!r} (mmref)"
+    if references is None or not Path(references).is_file():
+        raise FileNotFoundError(
+            f"{what} needs the teacher references results/references/{cfg.dataset}/{cfg.references_name}.h5 "
+            f"(neighbours_per_anchor > 0 or soft_targets); found {references}"
+        )
+    expect = {
+        "image_teacher": cfg.image_teacher,
+        "text_teacher": cfg.text_teacher,
+        "images_manifest_sha256": images_sha,
+        "texts_manifest_sha256": texts_sha,
+    }
+    refs = References.open(references, expect=expect)
+    found = list(refs.identities)
+    if found != list(identities):
+        extra, lacking = sorted(set(found) - set(identities)), sorted(set(identities) - set(found))
+        raise ValueError(
+            f"{references}: expected the {len(identities)} training identities as rows, found {len(found)}; "
+            f"not in training: {extra[:5]}; without a reference: {lacking[:5]}"
+        )
+    teacher = torch.tensor(np.asarray(refs.multimodal, dtype=np.float32)) if cfg.mmref.soft_targets else None
+    facts = {
+        key: refs.attrs.get(key)
+        for key in ("image_teacher", "text_teacher", "image_weights_sha256", "text_weights_sha256", "dim")
+    }
+    neighbours = None
+    if need_neighbours:
+        if neighbours_path is None or not Path(neighbours_path).is_file():
+            raise FileNotFoundError(f"{what} needs the neighbours table of {references}; found {neighbours_path}")
+        neighbours = neighbours_from_parquet(neighbours_path, identities)
+    return neighbours, teacher, facts
 
 
 def _teacher_facts(store: Any) -> dict[str, Any]:
