@@ -43,6 +43,7 @@ def tiny_config(models: Path) -> dict:
     cfg["teachers"]["efficientnet-lite0"]["weights"] = str(models / "efficientnet-lite0" / "efficientnet-lite0-57934424.pth")
     cfg["teachers"]["all-mpnet-base-v2"]["weights"] = str(models / "all-mpnet-base-v2")
     cfg["features"]["num_workers"] = 0
+    cfg["references"] = {"index": {"k": 3}}  # 6 training identities
     for ex in cfg["experiments"].values():
         ex.update(epochs=2, batch_size=8)
     return cfg
@@ -59,11 +60,13 @@ def test_dry_run_lists_every_shard():
     proc = snakemake("-n", "features")
     text = proc.stdout + proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", text, flags=re.M))
-    cfg = default_config()
-    shards = sum(d["num_shards"] for d in cfg["datasets"].values())
-    assert int(counts["extract_image_features"]) == shards, text
-    assert int(counts["extract_text_features"]) == shards, text
-    assert int(counts["prepare_manifest"]) == len(cfg["datasets"]), text
+    from softref.config import read_config
+
+    cfg = read_config(REPO / "config.yaml")
+    for modality in ("image", "text"):
+        shards = sum(ds.num_shards * len(cfg.teachers_of(name, modality)) for name, ds in cfg.datasets.items())
+        assert int(counts[f"extract_{modality}_features"]) == shards, text
+    assert int(counts["prepare_manifest"]) == len(cfg.datasets), text
     assert int(counts["synthesize_demo"]) == 1, text
 
 
@@ -155,4 +158,32 @@ def test_dag_runs_end_to_end(tmp_path, demo_teachers):
         log = pd.read_csv(tmp_path / f"results/runs/{run}/train_log.csv")
         assert list(log["epoch"]) == [1, 2]
     again = snakemake("results/table1.csv", "-n", "--directory", str(tmp_path), "--configfile", str(cfg))
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Everything else: CUSA Tables 2-5 and MMRef's tables, from the same demo.
+    snakemake("--cores", "2", "--directory", str(tmp_path), "--configfile", str(cfg))
+    expected = {
+        "table2": {("i2t", "mAP@R"), ("i2t", "R-P"), ("i2t", "R@1"), ("t2i", "mAP@R"), ("t2i", "R-P"), ("t2i", "R@1")},
+        "table3": {("i2i", "R@1")},
+        "table4": {("t2t", "spearman")},
+        "table5": {("both", "RSUM"), ("both", "avg"), ("i2i", "avg R@1"), ("t2t", "avg spearman")},
+        "mmref/table1": {("t2i", m) for m in ("R@1", "R@5", "R@10", "mAP", "mINP")},
+        "mmref/table2": {("t2i", "AP@10"), ("i2t", "top-1")},
+        "mmref/table3": {("t2i", m) for m in ("R@1", "R@5", "R@10", "mAP", "mINP")},
+    }
+    for name, cells in expected.items():
+        table = pd.read_csv(tmp_path / f"results/{name}.csv")
+        assert set(zip(table["direction"], table["metric"])) >= cells, name
+        assert table["paper_value"].isna().all(), name
+        assert np.isfinite(table["value"]).all(), name
+        assert "Demo" in (tmp_path / f"results/{name}.md").read_text(), name
+    table5 = pd.read_csv(tmp_path / "results/table5.csv")
+    assert set(table5["method"]) == {"base", "csa", "usa", "cusa"}
+    person = pd.read_csv(tmp_path / "results/mmref/table1.csv")
+    assert any(m.endswith("+ refinement") for m in person["method"])  # the MMRef row, refined
+    ablation = pd.read_csv(tmp_path / "results/mmref/table3.csv")
+    assert ablation["method"].nunique() >= 6
+    log = pd.read_csv(tmp_path / "results/runs/demo-mmref/train_log.csv")
+    assert log[["loss_id", "loss_fuse", "loss_guide", "loss_recon"]].notna().all().all()
+    again = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(cfg))
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -19,7 +19,20 @@ from softref.teachers.base import TeacherSpec
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
-METHODS = ("base", "csa", "usa", "cusa")
+METHODS = ("base", "csa", "usa", "cusa", "mmref")
+PROTOCOLS = ("image-text", "eccv", "image-retrieval", "sts", "person", "zero-shot")
+TABLE_KINDS = ("retrieval", "eccv", "image-retrieval", "sts", "ablation", "person", "zero-shot", "mmref-ablation")
+# Which evaluation protocols each table kind reads.
+TABLE_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "retrieval": ("image-text",),
+    "eccv": ("eccv",),
+    "image-retrieval": ("image-retrieval",),
+    "sts": ("sts",),
+    "ablation": ("image-text", "eccv", "image-retrieval", "sts"),
+    "person": ("person",),
+    "zero-shot": ("zero-shot",),
+    "mmref-ablation": ("person",),
+}
 
 
 class ConfigError(ValueError):
@@ -104,6 +117,27 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
+class MMRefConfig:
+    """MMRef's switches and hyper-parameters (method ``mmref``); see docs/method/mmref.md."""
+
+    global_fusion: bool = True
+    local_reconstruction: bool = True
+    reference_guidance: bool = True
+    soft_targets: bool = False
+    tau_proxy: float = 0.05
+    fuse_weight: float = 1.0
+    guidance_weight: float = 1.0
+    reconstruction_weight: float = 1.0
+    soft_tau: float = 0.05
+    soft_mix: float = 0.5
+    mask_prob: float = 0.15
+    decoder_heads: int = 4
+    reconstruction_context: int = 1
+    samples_per_identity: int = 4
+    neighbours_per_anchor: int = 1
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One training run: a student trained on a dataset with a method and its hyper-parameters."""
 
@@ -126,6 +160,33 @@ class ExperimentConfig:
     public_code_weighting: bool = False
     num_workers: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    mmref: MMRefConfig = field(default_factory=MMRefConfig)
+
+    @property
+    def row_label(self) -> str:
+        """The experiment's row name in tables: its label, else its method."""
+        return self.label or self.method
+
+    @property
+    def references_name(self) -> str:
+        """``<image_teacher>+<text_teacher>``: the teacher references an mmref run reads."""
+        return f"{self.image_teacher}+{self.text_teacher}"
+
+    def needs_references(self) -> bool:
+        """True when training reads the teacher references (mmref neighbours or soft targets)."""
+        return self.method == "mmref" and (self.mmref.neighbours_per_anchor > 0 or self.mmref.soft_targets)
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Reference-based refinement at retrieval (softref.evaluate.refine.refine_scores)."""
+
+    enabled: bool = False
+    k: int = 10
+    tau: float = 0.1
+    top_k: int = 100
+    lam: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -137,6 +198,8 @@ class BenchmarkConfig:
     split: str = "test"
     protocol: str = "image-text"
     paper_dataset: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    refine: RefineConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -207,14 +270,17 @@ def load_config(raw: Mapping[str, Any]) -> Config:
         name: _build(StudentConfig, values or {}, f"students.{name}", name=name)
         for name, values in (raw.get("students") or {}).items()
     }
-    experiments = {
-        name: _build(ExperimentConfig, values or {}, f"experiments.{name}", name=name)
-        for name, values in (raw.get("experiments") or {}).items()
-    }
-    benchmarks = {
-        name: _build(BenchmarkConfig, values or {}, f"benchmarks.{name}", name=name)
-        for name, values in (raw.get("benchmarks") or {}).items()
-    }
+    experiments = {}
+    for name, values in (raw.get("experiments") or {}).items():
+        values = dict(values or {})
+        mmref = _build(MMRefConfig, values.pop("mmref", None) or {}, f"experiments.{name}.mmref")
+        experiments[name] = _build(ExperimentConfig, values, f"experiments.{name}", name=name, mmref=mmref)
+    benchmarks = {}
+    for name, values in (raw.get("benchmarks") or {}).items():
+        values = dict(values or {})
+        refine = _build(RefineConfig, values.pop("refine", None) or {}, f"benchmarks.{name}.refine")
+        refine = refine if refine.enabled else None
+        benchmarks[name] = _build(BenchmarkConfig, values, f"benchmarks.{name}", name=name, refine=refine)
     tables = {
         name: _build(TableConfig, values or {}, f"tables.{name}", name=name)
         for name, values in (raw.get("tables") or {}).items()
@@ -247,10 +313,32 @@ def load_config(raw: Mapping[str, Any]) -> Config:
                 raise ConfigError(
                     f"experiments.{name}.{key}: expected a {modality} teacher, {t!r} is a {teachers[t].modality} teacher"
                 )
+        if ex.method in ("csa", "usa", "cusa") or ex.needs_references():
+            why = "soft labels" if ex.method != "mmref" else "teacher references (neighbours_per_anchor > 0 or soft_targets)"
+            for key in ("image_teacher", "text_teacher"):
+                if getattr(ex, key) is None:
+                    raise ConfigError(f"experiments.{name}.{key}: method {ex.method!r} needs it for its {why}; found none")
+        if ex.method == "mmref" and ex.batch_size % ex.mmref.samples_per_identity:
+            raise ConfigError(
+                f"experiments.{name}.batch_size: expected a multiple of mmref.samples_per_identity "
+                f"({ex.mmref.samples_per_identity}) for the P x K identity sampler, found {ex.batch_size}"
+            )
     for name, bm in benchmarks.items():
         if bm.dataset not in datasets:
             raise ConfigError(f"benchmarks.{name}.dataset: unknown dataset {bm.dataset!r}; defined: {sorted(datasets)}")
+        if bm.protocol not in PROTOCOLS:
+            raise ConfigError(f"benchmarks.{name}.protocol: expected one of {list(PROTOCOLS)}, found {bm.protocol!r}")
+        if bm.refine is not None and bm.protocol != "person":
+            raise ConfigError(f"benchmarks.{name}.refine: refinement is for the person protocol, found protocol {bm.protocol!r}")
     for name, tb in tables.items():
+        if tb.kind not in TABLE_KINDS:
+            raise ConfigError(f"tables.{name}.kind: expected one of {list(TABLE_KINDS)}, found {tb.kind!r}")
+        for b in tb.benchmarks:
+            if b in benchmarks and benchmarks[b].protocol not in TABLE_PROTOCOLS[tb.kind]:
+                raise ConfigError(
+                    f"tables.{name}.benchmarks: {b!r} has protocol {benchmarks[b].protocol!r}; a {tb.kind!r} "
+                    f"table reads {list(TABLE_PROTOCOLS[tb.kind])}"
+                )
         for key, known in (("experiments", experiments), ("benchmarks", benchmarks)):
             for item in getattr(tb, key):
                 if item not in known:

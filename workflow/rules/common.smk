@@ -91,6 +91,14 @@ def _manifests(dataset):
     }
 
 
+def _extra_manifests(dataset):
+    """The relevance (eccv positives) and sentence-pair tables prepare_manifest writes beside the manifests."""
+    return {
+        "positives": f"results/data/{dataset}/positives.parquet",
+        "pairs": f"results/data/{dataset}/pairs.parquet",
+    }
+
+
 # {teachers} of the references rules: "<image_teacher>+<text_teacher>".
 TEACHER_PAIRS = rf"(?:{IMAGE_TEACHERS})\+(?:{TEXT_TEACHERS})"
 
@@ -129,25 +137,38 @@ def all_references(wildcards=None):
 
 
 def train_inputs(wildcards):
-    """Manifests of the experiment's dataset and, for soft-label methods, its teachers' shards."""
+    """Manifests of the experiment's dataset; CUSA's teacher shards; MMRef's teacher references."""
     ex = CFG.experiments[wildcards.experiment]
     inputs = _manifests(ex.dataset)
-    if ex.method != "base":
+    if ex.method in ("csa", "usa", "cusa"):
         inputs["image_shards"] = feature_shards(ex.dataset, ex.image_teacher)
         inputs["text_shards"] = feature_shards(ex.dataset, ex.text_teacher)
+    if ex.needs_references():
+        stem = f"results/references/{ex.dataset}/{ex.references_name}"
+        inputs["references"] = f"{stem}.h5"
+        inputs["neighbours"] = f"{stem}.neighbours.parquet"
     return inputs
 
 
 def evaluate_inputs(wildcards):
-    """The trained checkpoint and the manifests of the benchmark's dataset."""
+    """The trained checkpoint and the manifests (with positives and pairs) of the benchmark's dataset."""
     bm = CFG.benchmarks[wildcards.benchmark]
-    return {"checkpoint": f"results/runs/{wildcards.experiment}/checkpoint.pt", **_manifests(bm.dataset)}
+    return {
+        "checkpoint": f"results/runs/{wildcards.experiment}/checkpoint.pt",
+        **_manifests(bm.dataset),
+        **_extra_manifests(bm.dataset),
+    }
 
 
 def table_inputs(wildcards):
     """Every evaluation JSON the table shows."""
     tb = CFG.tables[wildcards.table]
     return [f"results/runs/{e}/eval/{b}.json" for e in tb.experiments for b in tb.benchmarks]
+
+
+def train_gpus(wildcards, resources):
+    """GPUs the profile grants the train job (resource ``gpu``); more than one runs torchrun."""
+    return int(resources.get("gpu", 0) or 0)
 
 
 def all_tables(wildcards=None):

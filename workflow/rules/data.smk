@@ -23,6 +23,8 @@ rule prepare_manifest:
     output:
         images="results/data/{dataset}/images.parquet",
         texts="results/data/{dataset}/texts.parquet",
+        positives="results/data/{dataset}/positives.parquet",
+        pairs="results/data/{dataset}/pairs.parquet",
     params:
         dataset=dataset_params,
     log:

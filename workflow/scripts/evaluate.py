@@ -1,17 +1,25 @@
-"""Evaluate one trained student on one benchmark and write its metrics as JSON."""
+"""Evaluate one trained student on one benchmark (its protocol) and write its metrics as JSON."""
 from pathlib import Path
 
-from softref.evaluate.retrieval import evaluate_image_text, write_json
+from softref.evaluate.benchmarks import evaluate_benchmark
+from softref.evaluate.retrieval import write_json
 from softref.workflow import rule_context
 
 with rule_context(snakemake) as cfg:
     bm = cfg.benchmarks[snakemake.wildcards.benchmark]
-    result = evaluate_image_text(
+    result = evaluate_benchmark(
         Path(snakemake.input.checkpoint),
-        Path(cfg.datasets[bm.dataset].root),
-        Path(snakemake.input.images),
-        Path(snakemake.input.texts),
-        bm.split,
+        protocol=bm.protocol,
+        dataset_root=Path(cfg.datasets[bm.dataset].root),
+        images_manifest=Path(snakemake.input.images),
+        texts_manifest=Path(snakemake.input.texts),
+        split=bm.split,
         benchmark=bm.name,
+        dataset=bm.dataset,
+        paper_dataset=bm.paper_dataset,
+        options=dict(bm.options),
+        refine=bm.refine,
+        positives=Path(snakemake.input.positives),
+        pairs=Path(snakemake.input.pairs),
     )
-    write_json({"experiment": snakemake.wildcards.experiment, "dataset": bm.dataset, **result}, Path(snakemake.output[0]))
+    write_json({"experiment": snakemake.wildcards.experiment, **result}, Path(snakemake.output[0]))

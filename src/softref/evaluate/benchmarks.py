@@ -1,0 +1,460 @@
+"""Benchmark runner: a trained student on one benchmark, under any protocol, to the evaluation JSON.
+
+:func:`evaluate_benchmark` loads a selected-model checkpoint, encodes what the protocol needs
+with the right head and hands the embeddings to :mod:`softref.evaluate.protocols`:
+
+=============== ========== ===================================================================
+protocol        head       what is encoded and scored
+=============== ========== ===================================================================
+image-text      cross      images and captions of ``split``; R@1/5/10 both ways, RSUM (Table 1)
+eccv            cross      images and captions of ``split``; mAP@R, R-P, R@1 both ways (Table 2)
+image-retrieval uni        images of ``split`` (leave-one-out) or of ``query`` / ``gallery``
+sts             uni (text) ``sentence1`` / ``sentence2`` of ``pairs.parquet`` rows of ``split``
+person          cross      captions of ``split`` query its images; optional refined variant
+zero-shot       cross      images and class-mean captions of ``split``; AP@k and top-1
+=============== ========== ===================================================================
+
+Options (``BenchmarkConfig.options``), checked strictly (an unknown key is an error):
+
+- eccv: ``relevance``: ``"eccv"`` (default; ECCV Caption's ground truth through the
+  ``eccv_caption`` package) or ``"identity"`` (every image and caption of one manifest
+  identity is relevant); ``eccv_dir``: a folder with ECCV Caption's annotation files,
+  relative to the dataset root unless absolute (default: the installed package's ``data/``,
+  the same default as the ``eccv`` adapter's option of that name).
+- image-retrieval: ``mode``: ``"leave-one-out"`` (default) or ``"query-gallery"``.
+- zero-shot: ``k``: the AP@k cut-off (default 50). The table's ``AP@k`` is Reed et al.'s: the
+  share of the top k images that are of the query's class (precision at k), averaged over the
+  classes; the average precision over the top k is kept in the JSON as
+  ``t2i_average_precision_at_k``.
+
+The result is the evaluation JSON of every protocol: the common keys (benchmark, protocol,
+split, dataset, paper_dataset, experiment, label, student, method, checkpoint,
+checkpoint_sha256, selected_epoch), ``metrics`` rows (dataset, direction, metric, value,
+variant) and the protocol's counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from softref.data.manifest import file_sha256, read_images, read_pairs, read_positives, read_texts
+from softref.evaluate.protocols import (
+    ECCV_TOP_K,
+    eccv_caption_scores_and_counts,
+    eccv_scores,
+    identity_relevance,
+    leave_one_out_r1,
+    metric_row,
+    person_scores,
+    query_gallery_r1,
+    refine_parameters,
+    sts_table,
+    zero_shot_scores,
+)
+from softref.evaluate.retrieval import (
+    KS,
+    encode_split,
+    evaluate_image_text,
+    load_student,
+    progress_disabled,
+    split_items,
+)
+from softref.train.data import load_rgb
+
+__all__ = ["PROTOCOLS", "PROTOCOL_OPTIONS", "evaluate_benchmark"]
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS: tuple[str, ...] = ("image-text", "eccv", "image-retrieval", "sts", "person", "zero-shot")
+#: The option keys each protocol accepts.
+PROTOCOL_OPTIONS: dict[str, frozenset[str]] = {
+    "image-text": frozenset(),
+    "eccv": frozenset({"relevance", "eccv_dir"}),
+    "image-retrieval": frozenset({"mode"}),
+    "sts": frozenset(),
+    "person": frozenset(),
+    "zero-shot": frozenset({"k"}),
+}
+ECCV_RELEVANCE = ("eccv", "identity")
+RETRIEVAL_MODES = ("leave-one-out", "query-gallery")
+ECCV_METRICS = ("mAP@R", "R-P", "R@1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+
+
+class _ImagePaths(Dataset):
+    def __init__(self, root: Path, paths: Sequence[str], transform: Any) -> None:
+        self.root, self.paths, self.transform = Path(root), list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.transform(load_rgb(self.root / self.paths[i]))
+
+
+@torch.no_grad()
+def _encode_images(
+    model: torch.nn.Module, root: Path, paths: Sequence[str], *, head: str, batch_size: int,
+    device: torch.device, num_workers: int, desc: str,
+) -> Tensor:
+    """(N, D) L2-normalised float32 CPU embeddings of the images at ``root/paths``."""
+    model.eval()
+    loader = DataLoader(_ImagePaths(root, paths, model.transform), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
+    parts = [model.encode_image(pixels.to(device), head=head).float().cpu()
+             for pixels in tqdm(loader, desc=desc, disable=progress_disabled(logger), leave=False)]
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def _encode_texts(
+    model: torch.nn.Module, sentences: Sequence[str], *, head: str, batch_size: int, device: torch.device, desc: str
+) -> Tensor:
+    """(N, D) L2-normalised float32 CPU embeddings of ``sentences`` (``model.tokenizer``, then ``encode_text``)."""
+    model.eval()
+    parts = []
+    for start in tqdm(range(0, len(sentences), batch_size), desc=desc, disable=progress_disabled(logger),
+                      leave=False):
+        tokens = model.tokenizer(list(sentences[start : start + batch_size]))
+        parts.append(model.encode_text(tokens.to(device), head=head).float().cpu())
+    return torch.cat(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Common parts of the JSON
+# ---------------------------------------------------------------------------------------------
+
+
+def _default_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _common_keys(
+    ckpt: Mapping[str, Any], checkpoint: Path, *, benchmark: str, protocol: str, split: str, dataset: str,
+    paper_dataset: str | None,
+) -> dict[str, Any]:
+    config = ckpt.get("config")
+    config = config if isinstance(config, Mapping) else {}
+    experiment = config.get("experiment") or {}
+    student = config.get("student") or {}
+    method = experiment.get("method")
+    return {
+        "benchmark": benchmark,
+        "protocol": protocol,
+        "split": split,
+        "dataset": dataset,
+        "paper_dataset": paper_dataset,
+        "experiment": experiment.get("name"),
+        "label": experiment.get("label") or method,
+        "student": student.get("name"),
+        "method": method,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "selected_epoch": int(ckpt.get("epoch", -1)),
+    }
+
+
+def _check_options(protocol: str, options: Mapping[str, Any] | None, benchmark: str) -> dict[str, Any]:
+    options = dict(options or {})
+    unknown = sorted(set(options) - PROTOCOL_OPTIONS[protocol])
+    if unknown:
+        raise ValueError(
+            f"benchmark {benchmark!r} (protocol {protocol!r}): unknown option(s) {unknown}; "
+            f"expected some of {sorted(PROTOCOL_OPTIONS[protocol]) or 'none'}"
+        )
+    return options
+
+
+def _choice(options: Mapping[str, Any], key: str, allowed: Sequence[str], default: str, benchmark: str) -> str:
+    value = options.get(key, default)
+    if value not in allowed:
+        raise ValueError(f"benchmark {benchmark!r}: option {key!r} must be one of {list(allowed)}, found {value!r}")
+    return str(value)
+
+
+def _identities(manifest: pd.DataFrame, id_column: str, ids: Sequence[str]) -> list[str]:
+    by_id = dict(zip(manifest[id_column], manifest["identity"]))
+    return [by_id[i] for i in ids]
+
+
+def _split_rows(frame: pd.DataFrame, split: str, path: Path, what: str) -> pd.DataFrame:
+    rows = frame[frame["split"] == split]
+    if rows.empty:
+        raise ValueError(f"{path}: no {what} with split {split!r}; splits found: {sorted(frame['split'].unique())}")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocols
+# ---------------------------------------------------------------------------------------------
+
+
+def _encoded_split(model: torch.nn.Module, ctx: dict[str, Any]) -> tuple[Any, Tensor, Tensor]:
+    items = split_items(ctx["images_manifest"], ctx["texts_manifest"], ctx["split"])
+    image_emb, text_emb = encode_split(
+        model, items, ctx["dataset_root"], batch_size=ctx["batch_size"], device=ctx["device"],
+        num_workers=ctx["num_workers"], head="cross", desc=ctx["split"],
+    )
+    return items, image_emb, text_emb
+
+
+def _split_labels(items: Any, ctx: dict[str, Any]) -> tuple[list[str], list[str]]:
+    images = read_images(ctx["images_manifest"])
+    texts = read_texts(ctx["texts_manifest"])
+    return _identities(images, "image_id", items.image_ids), _identities(texts, "text_id", items.text_ids)
+
+
+def _run_eccv(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    options, benchmark = ctx["options"], ctx["benchmark"]
+    relevance = _choice(options, "relevance", ECCV_RELEVANCE, "eccv", benchmark)
+    if relevance == "identity" and "eccv_dir" in options:
+        raise ValueError(f"benchmark {benchmark!r}: option 'eccv_dir' applies to relevance 'eccv' only")
+    items, image_emb, text_emb = _encoded_split(model, ctx)
+    out: dict[str, Any] = {"relevance": relevance, "num_images": items.num_images, "num_texts": items.num_texts}
+    image_emb, text_emb = image_emb.to(ctx["device"]), text_emb.to(ctx["device"])
+    if relevance == "identity":
+        image_labels, text_labels = _split_labels(items, ctx)
+        scores = eccv_scores(image_emb, text_emb, identity_relevance(image_labels, text_labels))
+        out["num_queries"] = {"i2t": items.num_images, "t2i": items.num_texts}
+    else:
+        data_dir = options.get("eccv_dir")
+        if data_dir is not None:
+            data_dir = Path(data_dir) if Path(data_dir).is_absolute() else ctx["dataset_root"] / data_dir
+        scores, counts = eccv_caption_scores_and_counts(
+            image_emb, text_emb, items.image_ids, items.text_ids, data_dir, top_k=ECCV_TOP_K
+        )
+        out["num_queries"] = counts
+        out["eccv_dir"] = str(data_dir) if data_dir is not None else None
+        if ctx["positives"] is not None:
+            # The package holds the ground truth; the manifest's extra positives are counted for the record.
+            positives = read_positives(ctx["positives"])
+            inside = positives["text_id"].isin(set(items.text_ids)) & positives["image_id"].isin(set(items.image_ids))
+            out["num_extra_positives"] = int(inside.sum())
+    out["metrics"] = [
+        metric_row(ctx["row_dataset"], direction, name, scores[direction][name])
+        for direction in ("i2t", "t2i")
+        for name in ECCV_METRICS
+    ]
+    return out
+
+
+def _run_image_retrieval(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    mode = _choice(ctx["options"], "mode", RETRIEVAL_MODES, "leave-one-out", ctx["benchmark"])
+    path = ctx["images_manifest"]
+    images = read_images(path)
+    encode = dict(head="uni", batch_size=ctx["batch_size"], device=ctx["device"], num_workers=ctx["num_workers"])
+    if mode == "leave-one-out":
+        rows = _split_rows(images, ctx["split"], path, "image")
+        emb = _encode_images(model, ctx["dataset_root"], rows["path"].tolist(), desc=f"{ctx['split']} images",
+                             **encode)
+        r1 = leave_one_out_r1(emb.to(ctx["device"]), rows["identity"].tolist())
+        out = {"mode": mode, "num_images": len(rows), "num_classes": int(rows["identity"].nunique())}
+    else:
+        query = _split_rows(images, "query", path, "image")
+        gallery = _split_rows(images, "gallery", path, "image")
+        query_emb = _encode_images(model, ctx["dataset_root"], query["path"].tolist(), desc="query images", **encode)
+        gallery_emb = _encode_images(model, ctx["dataset_root"], gallery["path"].tolist(), desc="gallery images",
+                                     **encode)
+        r1 = query_gallery_r1(query_emb.to(ctx["device"]), query["identity"].tolist(),
+                              gallery_emb.to(ctx["device"]), gallery["identity"].tolist())
+        out = {"mode": mode, "splits": ["query", "gallery"], "num_queries": len(query), "num_gallery": len(gallery),
+               "num_classes": int(pd.concat([query["identity"], gallery["identity"]]).nunique())}
+    out["metrics"] = [metric_row(ctx["row_dataset"], "i2i", "R@1", r1)]
+    return out
+
+
+def _run_sts(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    path = ctx["pairs"] if ctx["pairs"] is not None else ctx["images_manifest"].parent / "pairs.parquet"
+    pairs = _split_rows(read_pairs(path), ctx["split"], path, "sentence pair").reset_index(drop=True)
+    # Each distinct sentence is encoded once, however many pairs share it.
+    sentences = list(dict.fromkeys(pairs["sentence1"].tolist() + pairs["sentence2"].tolist()))
+    position = {s: i for i, s in enumerate(sentences)}
+    emb = _encode_texts(model, sentences, head="uni", batch_size=ctx["batch_size"], device=ctx["device"],
+                        desc=f"{ctx['split']} sentences")
+    emb1 = emb[torch.as_tensor([position[s] for s in pairs["sentence1"]])]
+    emb2 = emb[torch.as_tensor([position[s] for s in pairs["sentence2"]])]
+    return {
+        "pairs": str(path),
+        "num_pairs": len(pairs),
+        "pairs_per_task": {str(k): int(v) for k, v in pairs["task"].value_counts().sort_index().items()},
+        "metrics": sts_table(pairs, emb1, emb2),
+    }
+
+
+def _reference_bank(ckpt: Mapping[str, Any], checkpoint: Path, dim: int) -> Tensor | None:
+    head = ckpt.get("mmref_head")
+    if not isinstance(head, Mapping) or "bank" not in head:
+        return None
+    bank = head["bank"]
+    if not isinstance(bank, Tensor) or bank.ndim != 2 or bank.shape[1] != dim or bank.shape[0] == 0:
+        found = tuple(bank.shape) if isinstance(bank, Tensor) else type(bank).__name__
+        raise ValueError(f"{checkpoint}: mmref_head['bank'] must be a (M, {dim}) tensor, found {found}")
+    return bank.float()
+
+
+def _run_person(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    items, image_emb, text_emb = _encoded_split(model, ctx)
+    image_labels, text_labels = _split_labels(items, ctx)
+    bank = _reference_bank(ckpt, ctx["checkpoint"], int(image_emb.shape[1]))
+    refine = ctx["refine"]
+    if refine is not None and bank is None:
+        logger.info("%s: the refined variant is skipped because the student has no reference bank "
+                    "(no mmref_head['bank'] in %s)", ctx["benchmark"], ctx["checkpoint"])
+        refine = None
+    device = ctx["device"]
+    rows = person_scores(
+        text_emb.to(device), text_labels, image_emb.to(device), image_labels,
+        references=None if refine is None else bank.to(device), refine=refine, dataset=ctx["row_dataset"],
+    )
+    out: dict[str, Any] = {
+        "num_queries": items.num_texts,
+        "num_gallery": items.num_images,
+        "num_identities": len(set(image_labels)),
+        "num_references": None if bank is None else int(bank.shape[0]),
+        "refine": None if refine is None else refine_parameters(refine),
+        "metrics": rows,
+    }
+    return out
+
+
+def _run_zero_shot(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    k = ctx["options"].get("k", 50)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"benchmark {ctx['benchmark']!r}: option 'k' must be a positive integer, found {k!r}")
+    items, image_emb, text_emb = _encoded_split(model, ctx)
+    image_labels, text_labels = _split_labels(items, ctx)
+    device = ctx["device"]
+    scores = zero_shot_scores(image_emb.to(device), image_labels, text_emb.to(device), text_labels, k=k)
+    return {
+        "k": k,
+        "num_images": items.num_images,
+        "num_texts": items.num_texts,
+        "num_classes": len(set(text_labels)),
+        # Reed et al. (2016) report "AP@50" as the share of the top 50 images of the query's class,
+        # i.e. precision at 50; the table follows them. The average precision over the top k is
+        # kept beside it for anyone who wants the textbook measure.
+        "t2i_average_precision_at_k": scores["t2i"][f"AP@{k}"],
+        "metrics": [
+            metric_row(ctx["row_dataset"], "t2i", f"AP@{k}", scores["t2i"][f"P@{k}"]),
+            metric_row(ctx["row_dataset"], "i2t", "top-1", scores["i2t"]["top-1"]),
+        ],
+    }
+
+
+_RUNNERS = {
+    "eccv": _run_eccv,
+    "image-retrieval": _run_image_retrieval,
+    "sts": _run_sts,
+    "person": _run_person,
+    "zero-shot": _run_zero_shot,
+}
+
+
+def evaluate_benchmark(
+    checkpoint: Path,
+    *,
+    protocol: str,
+    dataset_root: Path,
+    images_manifest: Path,
+    texts_manifest: Path,
+    split: str,
+    benchmark: str,
+    dataset: str,
+    paper_dataset: str | None,
+    options: Mapping[str, Any],
+    refine: object | None = None,
+    positives: Path | None = None,
+    pairs: Path | None = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Evaluate a trained student on one benchmark; returns the evaluation JSON (module docstring).
+
+    Args:
+        checkpoint: a selected-model ``checkpoint.pt`` (loaded with ``weights_only=True``).
+        protocol: one of :data:`PROTOCOLS`.
+        dataset_root: the root the manifest image paths are relative to.
+        images_manifest, texts_manifest: the dataset's manifests (the texts manifest may be
+            empty for image-retrieval and sts).
+        split: the manifest split evaluated (ignored by image-retrieval's query-gallery mode,
+            which reads the ``query`` and ``gallery`` splits).
+        benchmark, dataset, paper_dataset: written into the JSON; the metric rows' ``dataset``
+            is ``paper_dataset`` when set, else ``benchmark`` (sts rows name their task).
+        options: the protocol's options (module docstring).
+        refine: person only: an object with ``k``, ``tau``, ``top_k``, ``lam`` (RefineConfig);
+            adds the ``refined`` variant when the checkpoint carries ``mmref_head['bank']``.
+        positives: eccv only: the dataset's ``positives.parquet``, counted into the JSON.
+        pairs: sts only: the ``pairs.parquet`` (default: beside ``images_manifest``).
+        batch_size, num_workers: encoding batch size and image-reading workers.
+        device: None picks CUDA when available, else the CPU.
+
+    Raises:
+        ValueError: unknown protocol or option, an empty split, and the protocols' own checks.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"benchmark {benchmark!r}: unknown protocol {protocol!r}; known: {list(PROTOCOLS)}")
+    checkpoint = Path(checkpoint)
+    opts = _check_options(protocol, options, benchmark)
+    device = _default_device(device)
+    row_dataset = paper_dataset if paper_dataset else benchmark
+    logger.info("evaluating %s on %s (%s, split %r)", checkpoint, benchmark, protocol, split)
+
+    if protocol == "image-text":
+        result = evaluate_image_text(
+            checkpoint, Path(dataset_root), Path(images_manifest), Path(texts_manifest), split,
+            batch_size=batch_size, device=device, benchmark=benchmark, num_workers=num_workers,
+        )
+        from softref.train.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint, map_location="cpu", required=("config",))
+        rows = [
+            metric_row(row_dataset, direction, f"R@{k}", result[direction][f"R@{k}"])
+            for direction in ("i2t", "t2i")
+            for k in KS
+        ]
+        rows.append(metric_row(row_dataset, "both", "RSUM", result["rsum"]))
+        result.update(_common_keys(ckpt, checkpoint, benchmark=benchmark, protocol=protocol, split=split,
+                                   dataset=dataset, paper_dataset=paper_dataset))
+        result["metrics"] = rows
+        return result
+
+    model, ckpt = load_student(checkpoint, device)
+    ctx = {
+        "checkpoint": checkpoint,
+        "benchmark": benchmark,
+        "dataset_root": Path(dataset_root),
+        "images_manifest": Path(images_manifest),
+        "texts_manifest": Path(texts_manifest),
+        "split": split,
+        "options": opts,
+        "refine": refine,
+        "positives": None if positives is None else Path(positives),
+        "pairs": None if pairs is None else Path(pairs),
+        "batch_size": int(batch_size),
+        "device": device,
+        "num_workers": int(num_workers),
+        "row_dataset": row_dataset,
+    }
+    result = _common_keys(ckpt, checkpoint, benchmark=benchmark, protocol=protocol, split=split, dataset=dataset,
+                          paper_dataset=paper_dataset)
+    result.update(_RUNNERS[protocol](model, ckpt, ctx))
+    for row in result["metrics"]:
+        logger.info("%s: %s %s %s%s = %.2f", benchmark, row["dataset"], row["direction"], row["metric"],
+                    f" ({row['variant']})" if row["variant"] else "", row["value"])
+    return result

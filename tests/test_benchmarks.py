@@ -1,0 +1,309 @@
+"""evaluate_benchmark end to end: every protocol on tiny demo data with an untrained tiny student."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from softref.data.adapters import prepare
+from softref.data.common import frame
+from softref.data.manifest import IMAGE_COLUMNS, TEXT_COLUMNS, file_sha256, write_manifest, write_pairs
+from softref.data.synthetic import synthesize_demo
+from softref.evaluate.benchmarks import PROTOCOLS, evaluate_benchmark
+from softref.evaluate.protocols import (
+    eccv_scores,
+    identity_relevance,
+    leave_one_out_r1,
+    person_scores,
+    sts_table,
+    zero_shot_scores,
+)
+from softref.evaluate.retrieval import encode_split, load_student, split_items, write_json
+from softref.models.student import Student
+from softref.train.checkpoint import save_checkpoint
+
+FIXTURES = Path(__file__).parent / "fixtures"
+COMMON = {"benchmark", "protocol", "split", "dataset", "paper_dataset", "experiment", "label", "student", "method",
+          "checkpoint", "checkpoint_sha256", "selected_epoch", "metrics"}
+ROW_KEYS = {"dataset", "direction", "metric", "value", "variant"}
+PERSON_METRICS = ["R@1", "R@5", "R@10", "mAP", "mINP"]
+
+
+@dataclass(frozen=True)
+class Refine:
+    k: int = 2
+    tau: float = 0.1
+    top_k: int = 4
+    lam: float = 0.5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write_images(rows: list[tuple[str, str, str, str]], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(frame(rows, IMAGE_COLUMNS), out / "images.parquet", "images")
+    write_manifest(frame([], TEXT_COLUMNS), out / "texts.parquet", "texts")
+    return out / "images.parquet", out / "texts.parquet"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Tiny demo data in every layout the protocols read, and two untrained tiny-student checkpoints."""
+    root = tmp_path_factory.mktemp("bench")
+    demo = synthesize_demo(root / "raw", num_identities=15, images_per_identity=2, captions_per_image=2,
+                           image_size=32, person_size=(32, 16), sts_pairs=0)
+    prepare("karpathy", demo["coco_root"], root / "coco", annotations=str(demo["coco_annotations"]))
+    prepare("cuhk-pedes", demo["person_root"], root / "person")
+    eccv_root = Path(shutil.copytree(FIXTURES / "eccv", root / "eccv-raw"))
+    prepare("eccv", eccv_root, root / "eccv", eccv_dir="eccv_caption_data")
+
+    retrieval = demo["retrieval_root"]
+    files = sorted(p.relative_to(retrieval).as_posix() for p in retrieval.rglob("*.png"))
+    loo = [(f, f, f.split("/")[1], f.split("/")[0]) for f in files]
+    # In-Shop-like: the first image of each val/test class queries, the second is in the gallery.
+    qg = [(f, f, f.split("/")[1], "query" if f.endswith("/0.png") else "gallery")
+          for f in files if not f.startswith("train/")]
+    sts_dir = root / "sts"
+    _write_images([], sts_dir)
+    tasks = ["STS12/MSRpar"] * 4 + ["STS13/FNWN"] * 4 + ["demo"] * 5 + ["other"] * 3
+    rng = np.random.default_rng(0)
+    words = ["red hat", "blue bag", "green shoes", "a star", "a circle", "white top", "black umbrella"]
+    pairs = pd.DataFrame({
+        "pair_id": [f"p{i:02d}" for i in range(len(tasks))],
+        "sentence1": [f"a figure with a {words[i % 7]}" for i in range(len(tasks))],
+        "sentence2": [f"someone with {words[(i * 3 + 1) % 7]}" for i in range(len(tasks))],
+        "score": rng.uniform(0, 5, size=len(tasks)).round(2),
+        "task": tasks,
+        "split": ["test"] * (len(tasks) - 3) + ["train"] * 3,
+    })
+    write_pairs(pairs, sts_dir / "pairs.parquet")
+
+    torch.manual_seed(0)
+    state = Student("softref-tiny").state_dict()
+    config = {"experiment": {"name": "tiny-mmref", "method": "mmref", "label": "MMRef (tiny)"},
+              "student": {"name": "tiny", "architecture": "softref-tiny"}}
+    plain = root / "run" / "checkpoint.pt"
+    save_checkpoint({"model": state, "config": config, "epoch": 2}, plain)
+    banked = root / "run-bank" / "checkpoint.pt"
+    bank = torch.nn.functional.normalize(torch.randn(5, 64, generator=torch.Generator().manual_seed(1)), dim=1)
+    save_checkpoint({"model": state, "config": {**config, "experiment": {"name": "tiny-base", "method": "base"}},
+                     "epoch": 1, "mmref_head": {"bank": bank}, "mmref": {"identities": list("abcde"), "config": {}}},
+                    banked)
+    return {
+        "root": root, "demo": demo, "plain": plain, "banked": banked, "bank": bank, "eccv_root": eccv_root,
+        "loo": _write_images(loo, root / "retrieval"), "qg": _write_images(qg, root / "inshop"),
+        "sts": _write_images([], sts_dir), "pairs": pairs,
+    }
+
+
+def run(checkpoint: Path, protocol: str, dataset_root: Path, manifests: Path | tuple[Path, Path], *,
+        split: str = "test", benchmark: str = "bench", paper_dataset: str | None = None, options=None,
+        **kw) -> dict:
+    images, texts = (manifests / "images.parquet", manifests / "texts.parquet") if isinstance(manifests, Path) \
+        else manifests
+    result = evaluate_benchmark(checkpoint, protocol=protocol, dataset_root=dataset_root, images_manifest=images,
+                                texts_manifest=texts, split=split, benchmark=benchmark, dataset="demo",
+                                paper_dataset=paper_dataset, options=options or {}, batch_size=5, device="cpu", **kw)
+    assert COMMON <= set(result)
+    assert result["protocol"] == protocol and result["benchmark"] == benchmark and result["dataset"] == "demo"
+    assert result["checkpoint"] == str(checkpoint) and result["checkpoint_sha256"] == file_sha256(checkpoint)
+    assert all(set(row) == ROW_KEYS for row in result["metrics"])
+    return result
+
+
+def encoded(checkpoint: Path, root: Path, manifests: Path, split: str = "test", head: str = "cross"):
+    model, _ = load_student(checkpoint)
+    items = split_items(manifests / "images.parquet", manifests / "texts.parquet", split)
+    image_emb, text_emb = encode_split(model, items, root, batch_size=7, head=head)
+    return items, image_emb, text_emb
+
+
+def identities(manifests: Path, items) -> tuple[list[str], list[str]]:
+    images = pd.read_parquet(manifests / "images.parquet").set_index("image_id")["identity"]
+    texts = pd.read_parquet(manifests / "texts.parquet").set_index("text_id")["identity"]
+    return [images[i] for i in items.image_ids], [texts[t] for t in items.text_ids]
+
+
+def values(result: dict, variant: str = "") -> dict[tuple[str, str, str], float]:
+    rows = [r for r in result["metrics"] if r["variant"] == variant]
+    return {(r["dataset"], r["direction"], r["metric"]): r["value"] for r in rows}
+
+
+def test_image_text(bench: dict, tmp_path: Path) -> None:
+    result = run(bench["plain"], "image-text", bench["demo"]["coco_root"], bench["root"] / "coco",
+                 benchmark="demo-coco-test", paper_dataset="MSCOCO-5K")
+    assert result["label"] == "MMRef (tiny)" and result["method"] == "mmref" and result["experiment"] == "tiny-mmref"
+    assert result["student"] == "tiny" and result["selected_epoch"] == 2 and result["paper_dataset"] == "MSCOCO-5K"
+    got = values(result)
+    assert len(got) == 7 and {d for d, _, _ in got} == {"MSCOCO-5K"}
+    for direction in ("i2t", "t2i"):
+        for k in (1, 5, 10):
+            assert got[("MSCOCO-5K", direction, f"R@{k}")] == result[direction][f"R@{k}"]
+    assert got[("MSCOCO-5K", "both", "RSUM")] == pytest.approx(result["rsum"])
+    path = tmp_path / "eval" / "demo-coco-test.json"
+    write_json(result, path)
+    assert json.loads(path.read_text()) == result
+
+
+def test_eccv_identity_relevance(bench: dict) -> None:
+    manifests = bench["root"] / "person"
+    result = run(bench["plain"], "eccv", bench["demo"]["person_root"], manifests, options={"relevance": "identity"})
+    items, image_emb, text_emb = encoded(bench["plain"], bench["demo"]["person_root"], manifests)
+    expected = eccv_scores(image_emb, text_emb, identity_relevance(*identities(manifests, items)))
+    assert values(result) == pytest.approx({("bench", d, m): expected[d][m] for d in ("i2t", "t2i")
+                                            for m in ("mAP@R", "R-P", "R@1")})
+    assert result["relevance"] == "identity" and result["num_images"] == items.num_images == 6
+    assert result["num_queries"] == {"i2t": 6, "t2i": 12}
+    json.dumps(result, allow_nan=False)
+
+
+def test_eccv_caption_relevance(bench: dict) -> None:
+    manifests = bench["root"] / "eccv"
+    result = run(bench["banked"], "eccv", bench["eccv_root"], manifests, paper_dataset="ECCV Caption",
+                 options={"relevance": "eccv", "eccv_dir": "eccv_caption_data"},
+                 positives=manifests / "positives.parquet")
+    assert result["label"] == "base"  # no label in that experiment config: the method
+    assert (result["num_images"], result["num_texts"]) == (3, 6)
+    assert result["num_queries"] == {"i2t": 2, "t2i": 2} and result["num_extra_positives"] == 2
+    assert result["eccv_dir"] == str(bench["eccv_root"] / "eccv_caption_data")
+    got = values(result)
+    assert sorted(got) == sorted(("ECCV Caption", d, m) for d in ("i2t", "t2i") for m in ("mAP@R", "R-P", "R@1"))
+    assert all(0.0 <= v <= 100.0 for v in got.values())
+
+
+def test_image_retrieval_leave_one_out(bench: dict) -> None:
+    images, _ = bench["loo"]
+    result = run(bench["plain"], "image-retrieval", bench["demo"]["retrieval_root"], bench["loo"],
+                 options={"mode": "leave-one-out"}, paper_dataset="CUB")
+    assert result["mode"] == "leave-one-out" and (result["num_images"], result["num_classes"]) == (6, 3)
+    model, _ = load_student(bench["plain"])
+    frame_ = pd.read_parquet(images)
+    test = frame_[frame_["split"] == "test"]
+    from PIL import Image
+
+    pixels = torch.stack([model.transform(Image.open(bench["demo"]["retrieval_root"] / p).convert("RGB"))
+                          for p in test["path"]])
+    with torch.no_grad():
+        emb = model.encode_image(pixels, head="uni")
+    assert values(result) == {("CUB", "i2i", "R@1"): pytest.approx(leave_one_out_r1(emb, test["identity"].tolist()))}
+
+
+def test_image_retrieval_query_gallery(bench: dict) -> None:
+    result = run(bench["plain"], "image-retrieval", bench["demo"]["retrieval_root"], bench["qg"], split="ignored",
+                 options={"mode": "query-gallery"})
+    assert result["mode"] == "query-gallery" and (result["num_queries"], result["num_gallery"]) == (6, 6)
+    assert list(values(result)) == [("bench", "i2i", "R@1")]
+
+
+def test_sts(bench: dict) -> None:
+    images, texts = bench["sts"]
+    result = run(bench["plain"], "sts", bench["root"], bench["sts"], pairs=images.parent / "pairs.parquet")
+    assert result["num_pairs"] == 13 and result["pairs_per_task"] == {"STS12/MSRpar": 4, "STS13/FNWN": 4, "demo": 5}
+    assert [r["dataset"] for r in result["metrics"]] == ["sts12", "sts13", "demo", "avg"]
+    model, _ = load_student(bench["plain"])
+    test = bench["pairs"][bench["pairs"]["split"] == "test"].sort_values("pair_id").reset_index(drop=True)
+    with torch.no_grad():
+        emb1 = model.encode_text(model.tokenizer(test["sentence1"].tolist()), head="uni")
+        emb2 = model.encode_text(model.tokenizer(test["sentence2"].tolist()), head="uni")
+    expected = sts_table(test, emb1, emb2)
+    assert [r["value"] for r in result["metrics"]] == pytest.approx([r["value"] for r in expected], abs=1e-4)
+    # pairs.parquet is found beside the images manifest by default.
+    assert run(bench["plain"], "sts", bench["root"], bench["sts"])["metrics"] == result["metrics"]
+
+
+def test_person_without_bank_skips_the_refined_variant(bench: dict, caplog: pytest.LogCaptureFixture) -> None:
+    manifests = bench["root"] / "person"
+    with caplog.at_level(logging.INFO, logger="softref.evaluate.benchmarks"):
+        result = run(bench["plain"], "person", bench["demo"]["person_root"], manifests, refine=Refine(),
+                     paper_dataset="CUHK-PEDES")
+    assert "refined variant is skipped because the student has no reference bank" in caplog.text
+    assert {r["variant"] for r in result["metrics"]} == {""}
+    assert [m for _, _, m in values(result)] == PERSON_METRICS
+    assert result["num_references"] is None and result["refine"] is None
+    items, image_emb, text_emb = encoded(bench["plain"], bench["demo"]["person_root"], manifests)
+    image_labels, text_labels = identities(manifests, items)
+    expected = person_scores(text_emb, text_labels, image_emb, image_labels, dataset="CUHK-PEDES")
+    assert result["metrics"] == expected
+    assert (result["num_queries"], result["num_gallery"], result["num_identities"]) == (12, 6, 3)
+
+
+def test_person_with_bank_adds_the_refined_variant(bench: dict) -> None:
+    manifests = bench["root"] / "person"
+    root = bench["demo"]["person_root"]
+    result = run(bench["banked"], "person", root, manifests, refine=Refine())
+    assert result["num_references"] == 5 and result["refine"] == {"k": 2, "tau": 0.1, "top_k": 4, "lam": 0.5}
+    assert [r["variant"] for r in result["metrics"]] == [""] * 5 + ["refined"] * 5
+    items, image_emb, text_emb = encoded(bench["banked"], root, manifests)
+    image_labels, text_labels = identities(manifests, items)
+    expected = person_scores(text_emb, text_labels, image_emb, image_labels, references=bench["bank"],
+                             refine=Refine(), dataset="bench")
+    assert result["metrics"] == expected
+    zero = run(bench["banked"], "person", root, manifests, refine=Refine(lam=0.0))
+    assert values(zero, "refined") == values(zero, "") == values(result, "")
+    no_refine = run(bench["banked"], "person", root, manifests)
+    assert {r["variant"] for r in no_refine["metrics"]} == {""}
+
+
+def test_zero_shot(bench: dict) -> None:
+    manifests = bench["root"] / "person"
+    root = bench["demo"]["person_root"]
+    result = run(bench["plain"], "zero-shot", root, manifests, options={"k": 3}, paper_dataset="CUB")
+    assert list(values(result)) == [("CUB", "t2i", "AP@3"), ("CUB", "i2t", "top-1")]
+    assert (result["k"], result["num_images"], result["num_texts"], result["num_classes"]) == (3, 6, 12, 3)
+    items, image_emb, text_emb = encoded(bench["plain"], root, manifests)
+    image_labels, text_labels = identities(manifests, items)
+    expected = zero_shot_scores(image_emb, image_labels, text_emb, text_labels, k=3)
+    assert values(result)[("CUB", "t2i", "AP@3")] == pytest.approx(expected["t2i"]["P@3"])  # Reed et al.'s AP@k
+    assert values(result)[("CUB", "i2t", "top-1")] == pytest.approx(expected["i2t"]["top-1"])
+    assert result["t2i_average_precision_at_k"] == pytest.approx(expected["t2i"]["AP@3"])
+    default = run(bench["plain"], "zero-shot", root, manifests)
+    assert [m for _, _, m in values(default)] == ["AP@50", "top-1"]
+
+
+def test_every_protocol_is_covered() -> None:
+    assert set(PROTOCOLS) == {"image-text", "eccv", "image-retrieval", "sts", "person", "zero-shot"}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "options", "pattern"),
+    [
+        ("nosuch", {}, r"unknown protocol 'nosuch'; known: \['image-text', 'eccv'"),
+        ("person", {"k": 3}, r"unknown option\(s\) \['k'\]; expected some of none"),
+        ("image-retrieval", {"mode": "both"}, r"option 'mode' must be one of \['leave-one-out', 'query-gallery'\]"),
+        ("eccv", {"relevance": "all"}, r"option 'relevance' must be one of \['eccv', 'identity'\], found 'all'"),
+        ("zero-shot", {"k": "50"}, r"option 'k' must be a positive integer"),
+    ],
+)
+def test_bad_protocol_or_options(bench: dict, protocol: str, options: dict, pattern: str) -> None:
+    manifests = bench["root"] / "person"
+    with pytest.raises(ValueError, match=pattern):
+        evaluate_benchmark(bench["plain"], protocol=protocol, dataset_root=bench["demo"]["person_root"],
+                           images_manifest=manifests / "images.parquet", texts_manifest=manifests / "texts.parquet",
+                           split="test", benchmark="bench", dataset="demo", paper_dataset=None, options=options,
+                           device="cpu")
+
+
+def test_eccv_relevance_on_non_coco_ids_is_a_clear_error(bench: dict) -> None:
+    manifests = bench["root"] / "person"
+    with pytest.raises(ValueError, match=r"image_ids\[0\] is .*integer COCO ids"):
+        run(bench["plain"], "eccv", bench["demo"]["person_root"], manifests, options={"relevance": "eccv"})
+
+
+def test_empty_split_is_an_error(bench: dict) -> None:
+    with pytest.raises(ValueError, match=r"no image with split 'query'; splits found: \['test', 'train', 'val'\]"):
+        run(bench["plain"], "image-retrieval", bench["demo"]["retrieval_root"], bench["loo"], split="query")
