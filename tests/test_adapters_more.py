@@ -61,7 +61,7 @@ def test_every_format_is_registered():
         "image-folders", "sts-pairs",
     }
     assert adapter_options("reed-cub") == {
-        "image_dir": "images", "image_ext": ".jpg", "captions_per_image": 10,
+        "image_dir": "images", "image_ext": ".jpg", "captions_per_image": 10, "val_fraction": 0.1, "val_seed": 0,
     }
     assert adapter_options("reed-flowers")["image_dir"] == "jpg"
 
@@ -582,7 +582,7 @@ def test_senteval_sts_malformed(tmp_path, path, edit, pattern):
 
 def test_reed_cub(tmp_path):
     root = fixture("reed-cub", tmp_path)
-    result = prepare("reed-cub", root, tmp_path / "out")
+    result = prepare("reed-cub", root, tmp_path / "out", val_fraction=0.0)
     images = read_images(tmp_path / "out" / "images.parquet")
     texts = read_texts(tmp_path / "out" / "texts.parquet")
     assert rows(images, "image_id", "path", "identity", "split")[0] == (
@@ -600,7 +600,7 @@ def test_reed_cub(tmp_path):
 
 def test_reed_flowers(tmp_path):
     root = fixture("reed-flowers", tmp_path)
-    result = prepare("reed-flowers", root, tmp_path / "out")
+    result = prepare("reed-flowers", root, tmp_path / "out", val_fraction=0.0)
     images = read_images(tmp_path / "out" / "images.parquet")
     assert rows(images, "image_id", "path", "identity", "split") == [
         ("class_00001/image_06734", "jpg/image_06734.jpg", "class_00001", "train"),
@@ -610,6 +610,18 @@ def test_reed_flowers(tmp_path):
         ("class_00003/image_06619", "jpg/image_06619.jpg", "class_00003", "test"),
     ]
     assert result.texts_per_split == {"test": 20, "train": 30}
+
+
+def test_reed_carves_val_classes_from_trainval(tmp_path):
+    """By default a seeded share of the trainval classes becomes val (model selection), never a test class."""
+    root = fixture("reed-flowers", tmp_path)
+    prepare("reed-flowers", root, tmp_path / "a")
+    prepare("reed-flowers", root, tmp_path / "b")
+    images = read_images(tmp_path / "a" / "images.parquet")
+    split_of = dict(zip(images["identity"], images["split"]))
+    assert split_of["class_00003"] == "test"
+    assert sorted(split_of[c] for c in ("class_00001", "class_00002")) == ["train", "val"]
+    assert (tmp_path / "a" / "images.parquet").read_bytes() == (tmp_path / "b" / "images.parquet").read_bytes()
 
 
 @pytest.mark.parametrize(

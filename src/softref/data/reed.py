@@ -6,7 +6,9 @@ the images placed beside it):
 - ``text_c10/<class_dir>/<image_name>.txt``: one caption per line, 10 per image;
 - ``trainvalclasses.txt`` and ``testclasses.txt``: the zero-shot class split, one class folder
   name per line (CUB: 150 / 50 classes, ``001.Black_footed_Albatross``; Flowers: 82 / 20,
-  ``class_00001``). Trainval classes go to split ``train``, test classes to ``test``.
+  ``class_00001``). Trainval classes go to split ``train``, test classes to ``test``; a
+  seeded ``val_fraction`` (default 0.1) of the trainval classes goes to ``val`` for model
+  selection (``val_fraction=0`` keeps the published split).
 
 ``reed-cub`` finds the image of ``text_c10/<class_dir>/<name>.txt`` at
 ``images/<class_dir>/<name>.jpg`` (CUB-200-2011's own ``images/`` folder); ``reed-flowers`` at
@@ -16,6 +18,7 @@ the identity is the class folder name, and caption ``k`` gets ``text_id = "<imag
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from softref.data.common import (
@@ -32,10 +35,13 @@ from softref.data.common import (
     resolve_folder,
 )
 from softref.data.manifest import IMAGE_COLUMNS, TEXT_COLUMNS
+from softref.data.person import carve_val_identities
 
 __all__ = ["REED_SPLIT_FILES", "reed_adapter"]
 
 REED_SPLIT_FILES = {"train": "trainvalclasses.txt", "test": "testclasses.txt"}
+
+logger = logging.getLogger(__name__)
 
 
 def _class_split(folder: Path, fmt: str) -> dict[str, str]:
@@ -74,9 +80,17 @@ def reed_adapter(fmt: str, image_dir: str, class_subdirs: bool) -> Adapter:
         image_dir: str = image_dir,
         image_ext: str = ".jpg",
         captions_per_image: int | None = 10,
+        val_fraction: float = 0.1,
+        val_seed: int = 0,
     ) -> AdapterOutput:
         folder = resolve_folder(root, annotations, fmt)
         split_of = _class_split(folder, fmt)
+        # The zero-shot split has no val: carve val *classes* from trainval (never from test), so
+        # model selection sees unseen classes as the test does.
+        val = carve_val_identities([c for c, s in split_of.items() if s == "train"], val_fraction, val_seed)
+        if val:
+            split_of = {c: ("val" if c in val else s) for c, s in split_of.items()}
+            logger.info("%s: %d trainval classes moved to val (fraction %s, seed %d)", fmt, len(val), val_fraction, val_seed)
         text_root = folder / "text_c10"
         if not text_root.is_dir():
             raise FileNotFoundError(f"{fmt}: caption folder not found: {text_root}")
@@ -129,6 +143,7 @@ def reed_adapter(fmt: str, image_dir: str, class_subdirs: bool) -> Adapter:
         f"{'<class_dir>/' if class_subdirs else ''}; see the module docstring.\n\n"
         "``annotations`` is the folder holding ``text_c10/`` and the class lists (default the\n"
         "root); ``image_dir`` and ``image_ext`` place the images; ``captions_per_image`` is the\n"
-        "number of captions every file must hold (None: any)."
+        "number of captions every file must hold (None: any); ``val_fraction`` of the trainval\n"
+        "classes (seeded by ``val_seed``) become ``val`` for model selection (0 keeps none)."
     )
     return read_reed
