@@ -198,8 +198,9 @@ def test_image_retrieval_leave_one_out(bench: dict) -> None:
 
     pixels = torch.stack([model.transform(Image.open(bench["demo"]["retrieval_root"] / p).convert("RGB"))
                           for p in test["path"]])
+    assert result["head"] == "cross"  # an mmref student: its uni-modal projectors were never trained
     with torch.no_grad():
-        emb = model.encode_image(pixels, head="uni")
+        emb = model.encode_image(pixels, head="cross")
     assert values(result) == {("CUB", "i2i", "R@1"): pytest.approx(leave_one_out_r1(emb, test["identity"].tolist()))}
 
 
@@ -217,9 +218,10 @@ def test_sts(bench: dict) -> None:
     assert [r["dataset"] for r in result["metrics"]] == ["sts12", "sts13", "demo", "avg"]
     model, _ = load_student(bench["plain"])
     test = bench["pairs"][bench["pairs"]["split"] == "test"].sort_values("pair_id").reset_index(drop=True)
+    assert result["head"] == "cross"
     with torch.no_grad():
-        emb1 = model.encode_text(model.tokenizer(test["sentence1"].tolist()), head="uni")
-        emb2 = model.encode_text(model.tokenizer(test["sentence2"].tolist()), head="uni")
+        emb1 = model.encode_text(model.tokenizer(test["sentence1"].tolist()), head="cross")
+        emb2 = model.encode_text(model.tokenizer(test["sentence2"].tolist()), head="cross")
     expected = sts_table(test, emb1, emb2)
     assert [r["value"] for r in result["metrics"]] == pytest.approx([r["value"] for r in expected], abs=1e-4)
     # pairs.parquet is found beside the images manifest by default.
@@ -307,3 +309,11 @@ def test_eccv_relevance_on_non_coco_ids_is_a_clear_error(bench: dict) -> None:
 def test_empty_split_is_an_error(bench: dict) -> None:
     with pytest.raises(ValueError, match=r"no image with split 'query'; splits found: \['test', 'train', 'val'\]"):
         run(bench["plain"], "image-retrieval", bench["demo"]["retrieval_root"], bench["loo"], split="query")
+
+
+@pytest.mark.parametrize(("method", "head"), [("usa", "uni"), ("cusa", "uni"), ("base", "cross"), ("csa", "cross"),
+                                              ("mmref", "cross")])
+def test_unimodal_benchmarks_read_the_head_usa_trained(method: str, head: str) -> None:
+    from softref.evaluate.benchmarks import unimodal_head
+
+    assert unimodal_head({"config": {"experiment": {"method": method}}}) == head

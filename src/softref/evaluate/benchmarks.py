@@ -8,11 +8,15 @@ protocol        head       what is encoded and scored
 =============== ========== ===================================================================
 image-text      cross      images and captions of ``split``; R@1/5/10 both ways, RSUM (Table 1)
 eccv            cross      images and captions of ``split``; mAP@R, R-P, R@1 both ways (Table 2)
-image-retrieval uni        images of ``split`` (leave-one-out) or of ``query`` / ``gallery``
-sts             uni (text) ``sentence1`` / ``sentence2`` of ``pairs.parquet`` rows of ``split``
+image-retrieval uni [1]    images of ``split`` (leave-one-out) or of ``query`` / ``gallery``
+sts             uni [1]    ``sentence1`` / ``sentence2`` of ``pairs.parquet`` rows of ``split``
 person          cross      captions of ``split`` query its images; optional refined variant
 zero-shot       cross      images and class-mean captions of ``split``; AP@k and top-1
 =============== ========== ===================================================================
+
+[1] For students trained with USA (usa, cusa); the others' uni-modal projectors were never
+trained, so they are scored with the cross-modal embedding (:func:`unimodal_head`). The JSON
+names the head used.
 
 Options (``BenchmarkConfig.options``), checked strictly (an unknown key is an error):
 
@@ -253,11 +257,22 @@ def _run_eccv(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, An
     return out
 
 
+def unimodal_head(ckpt: Mapping[str, Any]) -> str:
+    """The head the uni-modal benchmarks (Tables 3 and 4) read: ``uni`` for students trained with
+    USA (usa, cusa), ``cross`` otherwise. Without USA the uni-modal projectors never receive a
+    gradient and stay at their random initialisation, so the cross-modal embedding is the
+    student's representation."""
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
+    method = (config.get("experiment") or {}).get("method")
+    return "uni" if method in ("usa", "cusa") else "cross"
+
+
 def _run_image_retrieval(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     mode = _choice(ctx["options"], "mode", RETRIEVAL_MODES, "leave-one-out", ctx["benchmark"])
     path = ctx["images_manifest"]
     images = read_images(path)
-    encode = dict(head="uni", batch_size=ctx["batch_size"], device=ctx["device"], num_workers=ctx["num_workers"])
+    head = unimodal_head(ckpt)
+    encode = dict(head=head, batch_size=ctx["batch_size"], device=ctx["device"], num_workers=ctx["num_workers"])
     if mode == "leave-one-out":
         rows = _split_rows(images, ctx["split"], path, "image")
         emb = _encode_images(model, ctx["dataset_root"], rows["path"].tolist(), desc=f"{ctx['split']} images",
@@ -274,6 +289,7 @@ def _run_image_retrieval(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: d
                               gallery_emb.to(ctx["device"]), gallery["identity"].tolist())
         out = {"mode": mode, "splits": ["query", "gallery"], "num_queries": len(query), "num_gallery": len(gallery),
                "num_classes": int(pd.concat([query["identity"], gallery["identity"]]).nunique())}
+    out["head"] = head
     out["metrics"] = [metric_row(ctx["row_dataset"], "i2i", "R@1", r1)]
     return out
 
@@ -284,11 +300,13 @@ def _run_sts(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any
     # Each distinct sentence is encoded once, however many pairs share it.
     sentences = list(dict.fromkeys(pairs["sentence1"].tolist() + pairs["sentence2"].tolist()))
     position = {s: i for i, s in enumerate(sentences)}
-    emb = _encode_texts(model, sentences, head="uni", batch_size=ctx["batch_size"], device=ctx["device"],
+    head = unimodal_head(ckpt)
+    emb = _encode_texts(model, sentences, head=head, batch_size=ctx["batch_size"], device=ctx["device"],
                         desc=f"{ctx['split']} sentences")
     emb1 = emb[torch.as_tensor([position[s] for s in pairs["sentence1"]])]
     emb2 = emb[torch.as_tensor([position[s] for s in pairs["sentence2"]])]
     return {
+        "head": head,
         "pairs": str(path),
         "num_pairs": len(pairs),
         "pairs_per_task": {str(k): int(v) for k, v in pairs["task"].value_counts().sort_index().items()},
