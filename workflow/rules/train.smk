@@ -8,6 +8,8 @@ rule train:
         checkpoint="results/runs/{experiment}/checkpoint.pt",
         train_log="results/runs/{experiment}/train_log.csv",
     threads: 2
+    resources:
+        gpu=lambda wildcards: CFG.experiments[wildcards.experiment].gpus,
     log:
         "logs/train/{experiment}.log",
     benchmark:

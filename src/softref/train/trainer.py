@@ -474,6 +474,16 @@ def _train(
         )
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError(f"experiment {cfg.name!r}: epochs and batch_size must be >= 1, found {cfg.epochs}, {cfg.batch_size}")
+    if ctx.world_size != cfg.gpus:
+        message = (
+            f"experiment {cfg.name!r} expects {cfg.gpus} training process(es) (experiments.{cfg.name}.gpus), "
+            f"found {ctx.world_size}; with gather={cfg.gather} each process's losses see "
+            f"{cfg.batch_size // ctx.world_size} pairs instead of {cfg.batch_size // cfg.gpus}"
+        )
+        if device.type == "cuda":
+            # A silent change of the per-GPU batch would change the experiment.
+            raise ValueError(message + ". Grant the job that many GPUs (resource gpu) or change gpus")
+        logger.warning("%s (CPU run: going on)", message)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, ckpt_path, log_path = out_dir / LAST, out_dir / BEST, out_dir / CHECKPOINT, out_dir / LOG
     seed_everything(cfg.seed + ctx.rank)
@@ -541,8 +551,10 @@ def _train(
     # ============ loss and optimizer ... ============
     groups = parameter_groups(student, cfg.weight_decay)
     if head is not None:
-        for group, extra in zip(groups, parameter_groups(head, cfg.weight_decay)):
-            group["params"] = group["params"] + extra["params"]
+        # The bank, decoder and MLM head start from scratch: they may learn faster than the
+        # pretrained student (mmref.head_lr_scale).
+        for extra in parameter_groups(head, cfg.weight_decay):
+            groups.append({**extra, "lr_scale": float(cfg.mmref.head_lr_scale)})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
 
     # ============ schedule ... ============
@@ -604,7 +616,7 @@ def _train(
             break
         lr = float(lr_schedule[epoch - 1])
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         sampler.set_epoch(epoch)
         model.train()
         if head is not None:
