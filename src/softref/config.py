@@ -135,6 +135,7 @@ class MMRefConfig:
     reconstruction_context: int = 1
     samples_per_identity: int = 4
     neighbours_per_anchor: int = 1
+    head_lr_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class ExperimentConfig:
     num_workers: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
     label: str | None = None
+    gpus: int = 1
     mmref: MMRefConfig = field(default_factory=MMRefConfig)
 
     @property
@@ -211,6 +213,17 @@ class TableConfig:
     experiments: tuple[str, ...] = ()
     benchmarks: tuple[str, ...] = ()
     label: str = ""
+    pairing: str = "cross"
+
+    def cells(self, experiments: Mapping[str, ExperimentConfig], benchmarks: Mapping[str, BenchmarkConfig]) -> list[tuple[str, str]]:
+        """The (experiment, benchmark) evaluations the table shows: every pair (``cross``), or
+        only benchmarks of the dataset each experiment trained on (``dataset``)."""
+        return [
+            (e, b)
+            for e in self.experiments
+            for b in self.benchmarks
+            if self.pairing == "cross" or benchmarks[b].dataset == experiments[e].dataset
+        ]
 
 
 @dataclass(frozen=True)
@@ -318,6 +331,10 @@ def load_config(raw: Mapping[str, Any]) -> Config:
             for key in ("image_teacher", "text_teacher"):
                 if getattr(ex, key) is None:
                     raise ConfigError(f"experiments.{name}.{key}: method {ex.method!r} needs it for its {why}; found none")
+        if ex.gpus < 1 or ex.batch_size % ex.gpus:
+            raise ConfigError(
+                f"experiments.{name}.gpus: expected >= 1 and a divisor of batch_size ({ex.batch_size}), found {ex.gpus}"
+            )
         if ex.method == "mmref" and ex.batch_size % ex.mmref.samples_per_identity:
             raise ConfigError(
                 f"experiments.{name}.batch_size: expected a multiple of mmref.samples_per_identity "

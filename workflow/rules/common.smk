@@ -163,7 +163,7 @@ def evaluate_inputs(wildcards):
 def table_inputs(wildcards):
     """Every evaluation JSON the table shows."""
     tb = CFG.tables[wildcards.table]
-    return [f"results/runs/{e}/eval/{b}.json" for e in tb.experiments for b in tb.benchmarks]
+    return [f"results/runs/{e}/eval/{b}.json" for e, b in tb.cells(CFG.experiments, CFG.benchmarks)]
 
 
 def train_gpus(wildcards, resources):

@@ -8,24 +8,22 @@ from softref.workflow import rule_context
 with rule_context(snakemake) as cfg:
     tb = cfg.tables[snakemake.wildcards.table]
     entries = []
-    for ex_name in tb.experiments:
-        ex = cfg.experiments[ex_name]
+    for ex_name, bm_name in tb.cells(cfg.experiments, cfg.benchmarks):
+        ex, bm = cfg.experiments[ex_name], cfg.benchmarks[bm_name]
         student = cfg.students[ex.student]
-        for bm_name in tb.benchmarks:
-            bm = cfg.benchmarks[bm_name]
-            entries.append(
-                {
-                    "eval": f"results/runs/{ex_name}/eval/{bm_name}.json",
-                    "student": student.name,
-                    "paper_model": student.paper_model,
-                    "experiment": ex_name,
-                    "method": ex.method,
-                    "label": ex.row_label,
-                    "benchmark": bm_name,
-                    "dataset": bm.dataset,
-                    "paper_dataset": bm.paper_dataset,
-                }
-            )
+        entries.append(
+            {
+                "eval": f"results/runs/{ex_name}/eval/{bm_name}.json",
+                "student": student.name,
+                "paper_model": student.paper_model,
+                "experiment": ex_name,
+                "method": ex.method,
+                "label": ex.row_label,
+                "benchmark": bm_name,
+                "dataset": bm.dataset,
+                "paper_dataset": bm.paper_dataset,
+            }
+        )
     csv_path, md_path = Path(snakemake.output.csv), Path(snakemake.output.md)
     if tb.kind == "retrieval":
         keys = ("eval", "student", "paper_model", "method", "dataset", "paper_dataset")

@@ -263,7 +263,7 @@ def _load_entry(kind: str, index: int, row: Mapping[str, Any]) -> _Entry:
 def _check_entries(table: str, entries: Sequence[_Entry]) -> None:
     seen: dict[tuple[str, str], str] = {}
     experiments: dict[str, _Entry] = {}
-    rows: dict[tuple[str, str], str] = {}
+    rows: dict[tuple[str, str, str], str] = {}
     for e in entries:
         key = (e.experiment, e.benchmark)
         if key in seen:
@@ -278,11 +278,13 @@ def _check_entries(table: str, entries: Sequence[_Entry]) -> None:
                     f"{table}: experiment {e.experiment!r}: {attr} expected {getattr(first, attr)!r} "
                     f"(as in {first.source}), found {getattr(e, attr)!r} in {e.source}"
                 )
-        other = rows.setdefault((e.student, e.label), e.experiment)
+        # One row may gather experiments trained per dataset (pairing: dataset), but never two
+        # results for the same cells.
+        other = rows.setdefault((e.student, e.label, e.benchmark), e.experiment)
         if other != e.experiment:
             raise ValueError(
                 f"{table}: experiments {other!r} and {e.experiment!r} both give the row student {e.student!r}, "
-                f"label {e.label!r}; give them distinct labels"
+                f"label {e.label!r} on benchmark {e.benchmark!r}; give them distinct labels"
             )
 
 
