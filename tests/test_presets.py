@@ -1,14 +1,24 @@
-"""The paper presets under configs/: each validates against the schema, and a Snakemake dry run
-on placeholder data (fixture roots, empty weight files) plans the expected jobs."""
+"""The paper presets under configs/.
+
+Each preset validates against the schema; the CUSA presets carry the published training settings
+and build the paper tables they are meant to build; and a Snakemake dry run of each preset with
+the SLURM profile (on placeholder data: fixture roots, empty weight files) plans the expected jobs,
+with every train job asking for the GPUs its experiment names.
+
+The dry runs (one per preset, all of its tables as targets) start together in one fixture, so the
+file costs about as long as the slowest of them.
+"""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,77 +28,205 @@ from softref.config import read_config
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 CONFIGS = REPO / "configs"
+SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
+PRESET_NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 
-# preset -> (target, expected job counts of its dry run)
-PRESETS = {
-    "cusa-coco": ("results/table1.csv", {
-        "prepare_manifest": 1, "extract_image_features": 16, "extract_text_features": 16,
-        "train": 2, "evaluate": 2, "table1": 1,
-    }),
-    "cusa-flickr": ("results/table1.csv", {
-        "prepare_manifest": 1, "extract_image_features": 4, "extract_text_features": 4,
-        "train": 2, "evaluate": 2, "table1": 1,
-    }),
-    "mmref-cuhk-pedes": ("features", {
-        "prepare_manifest": 1, "extract_image_features": 4, "extract_text_features": 4, "features": 1,
-    }),
-    "mmref-icfg-pedes": ("features", {
-        "prepare_manifest": 1, "extract_image_features": 4, "extract_text_features": 4, "features": 1,
-    }),
-    "mmref-rstpreid": ("features", {
-        "prepare_manifest": 1, "extract_image_features": 2, "extract_text_features": 2, "features": 1,
-    }),
+# The published settings (CUSA paper and public code): docs/reproducing.md.
+COCO_BENCHMARKS = {
+    # benchmark: (dataset format, protocol, paper_dataset, options)
+    "coco-5k": ("karpathy", "image-text", "coco-5k", {}),
+    "eccv-caption": ("eccv", "eccv", "eccv-caption", {"relevance": "eccv"}),
+    "cub": ("cub", "image-retrieval", "cub", {"mode": "leave-one-out"}),
+    "sop": ("sop", "image-retrieval", "sop", {"mode": "leave-one-out"}),
+    "inaturalist": ("inaturalist", "image-retrieval", "inaturalist", {"mode": "leave-one-out"}),
+    "inshop": ("inshop", "image-retrieval", "inshop", {"mode": "query-gallery"}),
+    "sts": ("senteval-sts", "sts", "senteval", {}),
+}
+FLICKR_BENCHMARK = {"flickr30k-1k": ("karpathy", "image-text", "flickr30k-1k", {})}
+COCO_TABLES = {  # table: (kind, benchmarks)
+    "table1": ("retrieval", ["coco-5k"]),
+    "table2": ("eccv", ["eccv-caption"]),
+    "table3": ("image-retrieval", ["cub", "sop", "inaturalist", "inshop"]),
+    "table4": ("sts", ["sts"]),
+}
+STUDENTS = {  # student: (open_clip architecture, pretrained, paper_model, global batch = 4 x per-GPU)
+    "vitb32": ("ViT-B-32-quickgelu", "models/openai/ViT-B-32.pt", "CLIP-ViT-B/32", 4 * 128),
+    "vitl14-336": ("ViT-L-14-336-quickgelu", "models/openai/ViT-L-14-336px.pt", "CLIP-ViT-L/14@336", 4 * 16),
 }
 
 
-def test_every_preset_is_listed():
-    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(PRESETS)
+@dataclass(frozen=True)
+class CusaPreset:
+    """What one CUSA preset must hold and what its dry run must plan."""
+
+    student: str                                   # a key of STUDENTS
+    dataset: str                                   # the training dataset
+    epochs: int
+    methods: tuple[str, ...]                       # the experiments' methods
+    benchmarks: dict[str, tuple[str, str, str, dict[str, str]]]
+    tables: dict[str, tuple[str, list[str]]]
+    jobs: dict[str, int]                           # expected job counts of the dry run
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+def _coco(student: str) -> CusaPreset:
+    n_eval = 2 * len(COCO_BENCHMARKS)
+    return CusaPreset(
+        student, "coco", 30, ("base", "cusa"), COCO_BENCHMARKS, COCO_TABLES,
+        {"prepare_manifest": 7, "extract_image_features": 16, "extract_text_features": 16,
+         "train": 2, "evaluate": n_eval, "table": 4},
+    )
+
+
+def _flickr(student: str) -> CusaPreset:
+    return CusaPreset(
+        student, "flickr30k", 40, ("base", "cusa"), FLICKR_BENCHMARK,
+        {"table1": ("retrieval", ["flickr30k-1k"])},
+        {"prepare_manifest": 1, "extract_image_features": 4, "extract_text_features": 4,
+         "train": 2, "evaluate": 2, "table": 1},
+    )
+
+
+ABLATION_BENCHMARKS = ["coco-5k", "flickr30k-1k", "eccv-caption", "cub", "sop", "inaturalist", "inshop", "sts"]
+CUSA_PRESETS = {
+    "cusa-coco-vitb32": _coco("vitb32"),
+    "cusa-coco-vitl14-336": _coco("vitl14-336"),
+    "cusa-flickr-vitb32": _flickr("vitb32"),
+    "cusa-flickr-vitl14-336": _flickr("vitl14-336"),
+    "cusa-ablation-vitb32": CusaPreset(
+        "vitb32", "coco", 30, ("base", "csa", "usa", "cusa"), {**COCO_BENCHMARKS, **FLICKR_BENCHMARK},
+        {"table5": ("ablation", ABLATION_BENCHMARKS)},
+        # Flickr30K is only evaluated: its manifest, no teacher features.
+        {"prepare_manifest": 8, "extract_image_features": 16, "extract_text_features": 16,
+         "train": 4, "evaluate": 4 * len(ABLATION_BENCHMARKS), "table": 1},
+    ),
+}
+# MMRef presets: expected job counts and the (experiment, benchmark) evaluations their tables read
+# (``pairing: dataset`` keeps each model on the test split of the dataset it trained on).
+MMREF_PRESETS = {
+    "mmref-person": (
+        {"prepare_manifest": 3, "extract_image_features": 10, "extract_text_features": 10,
+         "build_references": 3, "build_neighbour_index": 3, "train": 8, "evaluate": 8, "table": 2},
+        {("cuhk-mmref", "cuhk-pedes-test"), ("icfg-mmref", "icfg-pedes-test"), ("rstpreid-mmref", "rstpreid-test"),
+         *((e, "cuhk-pedes-test") for e in ("cuhk-base", "cuhk-mmref-no-fusion", "cuhk-mmref-no-reconstruction",
+                                            "cuhk-mmref-no-guidance", "cuhk-mmref-soft"))},
+    ),
+    "mmref-reed": (
+        {"prepare_manifest": 2, "extract_image_features": 4, "extract_text_features": 4,
+         "build_references": 2, "build_neighbour_index": 2, "train": 4, "evaluate": 4, "table": 1},
+        {("cub-base", "cub-zero-shot"), ("cub-mmref", "cub-zero-shot"),
+         ("flowers-base", "flowers-zero-shot"), ("flowers-mmref", "flowers-zero-shot")},
+    ),
+}
+# Presets that are neither: their dry run must succeed; their train jobs are checked like these.
+OTHER_TARGET = "features"
+
+
+def _raw(name: str) -> dict[str, Any]:
+    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+
+
+def _targets(raw: dict[str, Any]) -> list[str]:
+    tables = list(raw.get("tables") or {})
+    return [f"results/{t}.csv" for t in tables] or [OTHER_TARGET]
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_every_cusa_preset_is_listed():
+    assert sorted(n for n in PRESET_NAMES if n.startswith("cusa")) == sorted(CUSA_PRESETS)
+    assert sorted(n for n in PRESET_NAMES if n.startswith("mmref")) == sorted(MMREF_PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
 def test_preset_validates(name):
     cfg = read_config(CONFIGS / f"{name}.yaml")
     assert cfg.demo.enabled is False
     assert all(not ds.root.startswith("resources/demo") for ds in cfg.datasets.values())
-    if name.startswith("cusa"):
-        (ex,) = [e for e in cfg.experiments.values() if e.method == "cusa"]
-        assert (ex.lr, ex.min_lr, ex.weight_decay, ex.batch_size, ex.alpha, ex.beta, ex.seed) == (
-            1e-5, 1e-6, 1e-4, 128, 0.1, 0.5, 23
+
+
+@pytest.mark.parametrize("name", sorted(CUSA_PRESETS))
+def test_cusa_preset_settings(name):
+    want = CUSA_PRESETS[name]
+    cfg = read_config(CONFIGS / f"{name}.yaml")
+    raw = _raw(name)
+    architecture, pretrained, paper_model, batch = STUDENTS[want.student]
+    assert sorted(ex.method for ex in cfg.experiments.values()) == sorted(want.methods)
+    for ex_name, ex in cfg.experiments.items():
+        assert ex_name == f"cusa-{want.dataset.replace('flickr30k', 'flickr')}-{want.student}-{ex.method}"
+        assert ex.dataset == want.dataset
+        assert (ex.lr, ex.min_lr, ex.weight_decay, ex.seed, ex.epochs) == (1e-5, 1e-6, 1e-4, 23, want.epochs)
+        assert (ex.batch_size, ex.gather, ex.public_code_weighting) == (batch, False, False)
+        assert raw["experiments"][ex_name]["gpus"] == 4
+        assert "tau" not in raw["experiments"][ex_name]  # the student's own initial temperatures
+        student = cfg.students[ex.student]
+        assert (student.architecture, student.pretrained, student.paper_model) == (architecture, pretrained, paper_model)
+        if ex.method == "base":
+            assert ex.image_teacher is None and ex.text_teacher is None
+            continue
+        assert (ex.alpha, ex.beta, ex.teacher_tau) == (0.1, 0.5, 1.0)
+        image, text = cfg.teachers[ex.image_teacher], cfg.teachers[ex.text_teacher]
+        assert (image.kind, image.variant, image.output, image.weights) == (
+            "unicom", "ViT-B/32", "features", "models/unicom/FP16-ViT-B-32.pt"
         )
-        assert ex.epochs == (30 if name == "cusa-coco" else 40)
-        assert cfg.teachers[ex.image_teacher].output == "features"
-        assert {b.paper_dataset for b in cfg.benchmarks.values()} == {
-            "coco-5k" if name == "cusa-coco" else "flickr30k-1k"
-        }
-        assert {s.paper_model for s in cfg.students.values()} == {"CLIP-ViT-B/32"}
+        assert (text.kind, text.weights) == ("sentence-transformers", "models/all-mpnet-base-v2")
+    assert set(cfg.benchmarks) == set(want.benchmarks)
+    for bm_name, (fmt, protocol, paper_dataset, options) in want.benchmarks.items():
+        bm = cfg.benchmarks[bm_name]
+        assert cfg.datasets[bm.dataset].format == fmt
+        assert (bm.protocol, bm.paper_dataset, dict(bm.options)) == (protocol, paper_dataset, options)
+        if options.get("mode") != "query-gallery":
+            assert bm.split == "test"
+    assert set(cfg.tables) == set(want.tables)
+    for tb_name, (kind, benchmarks) in want.tables.items():
+        tb = cfg.tables[tb_name]
+        assert (tb.kind, list(tb.benchmarks), sorted(tb.experiments)) == (kind, benchmarks, sorted(cfg.experiments))
+        assert tb.label
 
 
-def _placeholder_root(fmt: str, annotations: str, dest: Path) -> Path:
-    """A dataset root holding the annotation file the preset names (a fixture where one exists)."""
-    sources = {"karpathy": {"dataset_coco.json": FIXTURES / "karpathy" / "coco",
-                            "dataset_flickr30k.json": FIXTURES / "karpathy" / "flickr30k"},
-               "cuhk-pedes": {"reid_raw.json": FIXTURES / "cuhk-pedes"}}
-    source = sources.get(fmt, {}).get(annotations)
-    if source is not None:
-        return Path(shutil.copytree(source, dest))
-    dest.mkdir(parents=True)
-    field = "img_path" if fmt == "rstpreid" else "file_path"
-    records = [{"id": 1, field: "train/0001/a.jpg", "captions": ["a person"], "split": "train"}]
-    (dest / annotations).write_text(json.dumps(records))
+def test_presets_share_what_they_name_alike():
+    """Datasets, teachers, students and experiments of one name are the same in every CUSA preset,
+    so presets run in one directory share those artifacts (the ablation reuses the COCO runs)."""
+    seen: dict[tuple[str, str], tuple[str, Any]] = {}
+    for name in sorted(CUSA_PRESETS):
+        raw = _raw(name)
+        for block in ("teachers", "students", "experiments", "datasets"):
+            for key, value in (raw.get(block) or {}).items():
+                if block == "datasets":  # which teachers encode it only decides what is extracted
+                    value = {k: v for k, v in value.items() if k != "teachers"}
+                first = seen.setdefault((block, key), (name, value))
+                assert first[1] == value, f"{block}.{key} differs between {first[0]} and {name}"
+    assert ("experiments", "cusa-coco-vitb32-cusa") in seen
+
+
+# ----------------------------------------------------------------------------- dry runs
+
+
+def _placeholder_root(fmt: str, annotations: str | None, dest: Path) -> Path:
+    """A dataset root holding what the preset names (a fixture of the format where one exists)."""
+    karpathy = {"dataset_coco.json": FIXTURES / "karpathy" / "coco",
+                "dataset_flickr30k.json": FIXTURES / "karpathy" / "flickr30k"}
+    source = karpathy.get(annotations or "") if fmt == "karpathy" else FIXTURES / fmt
+    if source is not None and source.is_dir():
+        shutil.copytree(source, dest)
+    else:
+        dest.mkdir(parents=True)
+    if annotations and not (dest / annotations).exists():
+        (dest / annotations).write_text("[]")  # a dry run only needs the file to exist
     return dest
 
 
-def _localise(cfg: dict, tmp_path: Path) -> dict:
+def _localise(cfg: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """The preset with its dataset roots and weight paths moved into ``tmp_path``."""
     for name, ds in cfg["datasets"].items():
-        ds["root"] = str(_placeholder_root(ds["format"], ds["annotations"], tmp_path / "data" / name))
+        ds["root"] = str(_placeholder_root(ds["format"], ds.get("annotations"), tmp_path / "data" / name))
     weights = tmp_path / "weights"
     weights.mkdir()
     for name, teacher in cfg["teachers"].items():
         path = weights / name
-        path.write_bytes(b"")  # a dry run only needs the file to exist
+        path.write_bytes(b"")
         teacher["weights"] = str(path)
-    for name, student in cfg.get("students", {}).items():
+    for name, student in (cfg.get("students") or {}).items():
         if student.get("pretrained"):
             path = weights / f"student-{name}.pt"
             path.write_bytes(b"")
@@ -96,19 +234,131 @@ def _localise(cfg: dict, tmp_path: Path) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
-def test_preset_dry_run(tmp_path, name):
-    target, expected = PRESETS[name]
-    cfg = _localise(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()), tmp_path)
-    config_path = tmp_path / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    run_dir = tmp_path / "run"  # no config.yaml here: the preset alone is the config
-    run_dir.mkdir()
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n",
-           "--directory", str(run_dir), target, "--configfile", str(config_path)]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, text
-    counts = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)\s*$", text, flags=re.M)}
-    counts.pop("total", None)
-    assert counts == expected, text
+@dataclass(frozen=True)
+class Job:
+    """One job of a dry run's listing."""
+
+    rule: str
+    fields: dict[str, str]
+
+    def pairs(self, key: str) -> dict[str, str]:
+        """``wildcards`` / ``resources`` as a dict (``k=v, k=v``)."""
+        return dict(item.split("=", 1) for item in self.fields.get(key, "").split(", ") if "=" in item)
+
+    def files(self, key: str) -> list[str]:
+        return [f for f in self.fields.get(key, "").split(", ") if f]
+
+
+def parse_jobs(text: str) -> list[Job]:
+    """The jobs a ``snakemake -n`` listing shows: ``rule NAME:`` then indented ``key: value`` lines."""
+    jobs: list[Job] = []
+    fields: dict[str, str] | None = None
+    for line in text.splitlines():
+        match = re.match(r"^(?:local)?rule (\S+):$", line)
+        if match:
+            fields = {}
+            jobs.append(Job(match.group(1), fields))
+            continue
+        match = re.match(r"^    (\w+): (.*)$", line)
+        if fields is not None and match:
+            fields[match.group(1)] = match.group(2)
+        elif not line.startswith("    "):
+            fields = None
+    return jobs
+
+
+@dataclass(frozen=True)
+class DryRun:
+    command: list[str]
+    returncode: int
+    text: str
+
+    @property
+    def jobs(self) -> list[Job]:
+        return parse_jobs(self.text)
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory) -> dict[str, DryRun]:
+    """Every preset's dry run (all its tables as targets) with the SLURM profile, started together."""
+    started = {}
+    for name in PRESET_NAMES:
+        tmp_path = tmp_path_factory.mktemp(name)
+        cfg = _localise(_raw(name), tmp_path)
+        config_path = tmp_path / f"{name}.yaml"
+        config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        run_dir = tmp_path / "run"  # no config.yaml here: the preset alone is the config
+        run_dir.mkdir()
+        # Targets before --configfile, which takes several values.
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n",
+               "--directory", str(run_dir), *_targets(cfg), "--replace-workflow-config",
+               "--configfile", str(config_path), "--workflow-profile", str(SLURM_PROFILE)]
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started[name] = (cmd, proc)
+    runs = {}
+    for name, (cmd, proc) in started.items():
+        out, _ = proc.communicate(timeout=600)
+        runs[name] = DryRun(cmd, proc.returncode, out)
+    return runs
+
+
+def _check_train_jobs(raw: dict[str, Any], run: DryRun) -> dict[str, Job]:
+    """One train job per experiment a table shows, asking for the experiment's GPUs."""
+    wanted = sorted({e for tb in (raw.get("tables") or {}).values() for e in tb.get("experiments", [])})
+    trains = {job.pairs("wildcards")["experiment"]: job for job in run.jobs if job.rule == "train"}
+    assert sorted(trains) == wanted, run.text
+    for experiment, job in trains.items():
+        gpus = raw["experiments"][experiment].get("gpus", 1)
+        resources = job.pairs("resources")
+        assert resources.get("gpu") == str(gpus), (
+            f"train job of {experiment}: expected resource gpu={gpus} (the experiment's gpus), "
+            f"found {resources}"
+        )
+    return trains
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_preset_dry_run(dry_runs, name):
+    run = dry_runs[name]
+    assert run.returncode == 0, f"{' '.join(run.command)}\n{run.text}"
+    raw = _raw(name)
+    _check_train_jobs(raw, run)
+    if name in MMREF_PRESETS:
+        jobs, evaluations = MMREF_PRESETS[name]
+        counts = Counter(job.rule for job in run.jobs)
+        assert dict(counts) == jobs, run.text
+        assert {(j.pairs("wildcards")["experiment"], j.pairs("wildcards")["benchmark"])
+                for j in run.jobs if j.rule == "evaluate"} == evaluations
+        return
+    if name not in CUSA_PRESETS:
+        return
+    want = CUSA_PRESETS[name]
+    # A table rule may be one generic rule or one per table: count them together.
+    counts = Counter("table" if re.fullmatch(r"table\d*", job.rule) else job.rule for job in run.jobs)
+    assert dict(counts) == want.jobs, run.text
+    tables = {job.files("output")[0]: job for job in run.jobs if job.rule.startswith("table")}
+    for tb_name, tb in raw["tables"].items():
+        job = tables[f"results/{tb_name}.csv"]
+        expected = sorted(f"results/runs/{e}/eval/{b}.json" for e in tb["experiments"] for b in tb["benchmarks"])
+        assert sorted(job.files("input")) == expected, run.text
+    evaluations = {(j.pairs("wildcards")["experiment"], j.pairs("wildcards")["benchmark"])
+                   for j in run.jobs if j.rule == "evaluate"}
+    assert evaluations == {(e, b) for tb in raw["tables"].values() for e in tb["experiments"] for b in tb["benchmarks"]}
+
+
+def test_parse_jobs_reads_a_listing():
+    text = (
+        "[Mon Nov 23 16:23:12 2026]\n"
+        "rule train:\n"
+        "    input: a.parquet, b.parquet\n"
+        "    output: results/runs/x/checkpoint.pt, results/runs/x/train_log.csv\n"
+        "    wildcards: experiment=x\n"
+        "    resources: tmpdir=/tmp, mem_mb=64000, slurm_partition=gpu, runtime=1440, gpu=4\n"
+        "Shell command: None\n"
+        "localrule table:\n"
+        "    output: results/table1.csv, results/table1.md\n"
+    )
+    train, table = parse_jobs(text)
+    assert (train.rule, train.pairs("wildcards"), train.pairs("resources")["gpu"]) == ("train", {"experiment": "x"}, "4")
+    assert train.files("input") == ["a.parquet", "b.parquet"]
+    assert (table.rule, table.files("output")[0]) == ("table", "results/table1.csv")

@@ -1,7 +1,7 @@
 """Train one experiment of a config outside Snakemake, e.g. on several GPUs under torchrun.
 
-    torchrun --standalone --nproc_per_node 4 -m softref.train --config configs/cusa-coco.yaml \\
-        --experiment cusa-coco-cusa
+    torchrun --standalone --nproc_per_node 4 -m softref.train --config configs/cusa-coco-vitb32.yaml \\
+        --experiment cusa-coco-vitb32-cusa
 
 It reads the artifacts the DAG made (``results/data/{dataset}/*.parquet`` and the teachers'
 ``results/features/{dataset}/{teacher}/*.h5``) and writes ``results/runs/{experiment}/`` as the
