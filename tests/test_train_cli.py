@@ -61,3 +61,28 @@ def test_torchrun_two_processes_train_and_write_once(workdir):
     assert (out / "checkpoint.pt").is_file()
     log = pd.read_csv(out / "train_log.csv")
     assert list(log["epoch"]) == [1]
+
+
+def test_train_rule_runs_torchrun_when_granted_several_gpus(workdir):
+    """The DAG's train job with an experiment of `gpus: 2`: the rule writes the effective config and
+    launches two processes (gloo on this CPU-only machine), which write one checkpoint."""
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["demo"] = {"enabled": False}
+    config["experiments"] = {
+        "twoproc": {"dataset": "demo-coco", "student": "tiny", "method": "base", "epochs": 1, "batch_size": 8,
+                    "lr": 1e-3, "gpus": 2}
+    }
+    path = workdir / "twoproc.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = run(workdir, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", "results/runs/twoproc/checkpoint.pt", "--replace-workflow-config",
+               "--configfile", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = workdir / "results/runs/twoproc"
+    assert (out / "checkpoint.pt").is_file()
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["experiments"]["twoproc"]["gpus"] == 2
+    log_text = (workdir / "logs/train/twoproc.log").read_text()
+    assert "torch.distributed.run" in log_text and "--nproc_per_node=2" in log_text
+    assert "process 1 of 2" in log_text  # the second process joined
