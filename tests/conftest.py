@@ -29,3 +29,14 @@ def demo_teachers() -> dict[str, Path]:
     if missing:
         pytest.fail(f"demo teacher weights missing: {missing}; run `make install` (it fetches them)")
     return {"all-mpnet-base-v2": MPNET, "efficientnet-lite0": EFFNET}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny-model tests (``pytestmark = usefixtures("one_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

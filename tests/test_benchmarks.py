@@ -45,13 +45,8 @@ class Refine:
     lam: float = 0.5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_images(rows: list[tuple[str, str, str, str]], out: Path) -> tuple[Path, Path]:

@@ -25,13 +25,8 @@ BATCH = 8
 IMAGE_INDEX = [0, 0, 1, 2, 2, 3, 4, 4]  # image 2 has a caption in each half
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(gather: bool) -> ExperimentConfig:

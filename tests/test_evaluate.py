@@ -20,13 +20,8 @@ KEYS = {"benchmark", "protocol", "split", "num_images", "num_texts", "i2t", "t2i
         "checkpoint_sha256", "selected_epoch"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,8 @@ BATCH = 4
 STUDENT = StudentConfig(name="tiny", architecture="softref-tiny")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_random_shards(out: Path, manifest: Path, ids: list[str], modality: str, teacher: str, dim: int,

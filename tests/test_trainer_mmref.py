@@ -23,12 +23,8 @@ from test_trainer import write_random_shards
 STUDENT = StudentConfig(name="tiny", architecture="softref-tiny")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -62,21 +62,11 @@ def write_config(config: Any, path: Path) -> Path:
     The torchrun processes of a multi-GPU train job read it, so they train exactly what the
     DAG planned; ``python -m softref.train --config`` accepts it like any config file.
     """
-    import tempfile
-
     import yaml
 
-    path = Path(path)
-    text = yaml.safe_dump(_plain(config), sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from softref.atomic import write_text_atomic
+
+    return write_text_atomic(path, yaml.safe_dump(_plain(config), sort_keys=True))
 
 
 def _plain(value: Any) -> Any:

@@ -15,14 +15,13 @@ import io
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from softref.atomic import write_text_atomic
 from softref.tables.paper import paper_value
 
 __all__ = ["RETRIEVAL_COLUMNS", "RetrievalEntry", "build_retrieval_table", "retrieval_rows", "table_title"]
@@ -149,16 +148,7 @@ def retrieval_rows(table: str, entries: Sequence[RetrievalEntry]) -> list[dict[s
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
 
 
 def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
