@@ -715,3 +715,20 @@ def test_prepare_is_byte_identical(tmp_path, fmt):
 def test_unknown_option(tmp_path):
     fails("cub", fixture("cub", tmp_path), tmp_path, ValueError,
           r"format 'cub' has no option\(s\) \['splits'\]; its options: \['image_dir'\]", splits=["test"])
+
+
+def test_karpathy_identity_pattern_groups_images(tmp_path):
+    """The demo's renderings of one synthetic identity share it; a name the pattern misses is an error."""
+    from softref.data.synthetic import synthesize_demo
+
+    demo = synthesize_demo(tmp_path / "demo", num_identities=4, images_per_identity=2, captions_per_image=1,
+                           image_size=16, person_size=(16, 16), sts_pairs=0)
+    prepare("karpathy", demo["coco_root"], tmp_path / "out", annotations=str(demo["coco_annotations"]),
+            identity_pattern=r"^id(\d+)_")
+    images = read_images(tmp_path / "out" / "images.parquet")
+    texts = read_texts(tmp_path / "out" / "texts.parquet")
+    assert images.groupby("identity").size().tolist() == [2, 2, 2, 2]
+    assert dict(zip(texts["image_id"], texts["identity"])) == dict(zip(images["image_id"], images["identity"]))
+    with pytest.raises(AnnotationError, match=r"image '\d+' \(images/id\d+_\d.png\): identity_pattern .* does not match"):
+        prepare("karpathy", demo["coco_root"], tmp_path / "bad", annotations=str(demo["coco_annotations"]),
+                identity_pattern=r"^x(\d+)")

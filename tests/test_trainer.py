@@ -17,7 +17,6 @@ from softref.data.manifest import file_sha256
 from softref.data.synthetic import synthesize_demo
 from softref.features import FeatureStore, ShardError, ShardWriter
 from softref.train import NonFiniteLossError, train
-from softref.train.checkpoint import CheckpointError
 from softref.train.data import EpochBatchSampler, load_pairs
 from softref.train.trainer import LOG_COLUMNS, TIME_COLUMNS, cosine_schedule, parameter_groups
 
@@ -173,10 +172,19 @@ def test_dataloader_workers_do_not_change_the_result(uninterrupted, bench: dict,
     assert float(read_log(result.train_log)[0]["fetch_seconds"]) > 0
 
 
-def test_resume_with_another_config_names_the_keys(uninterrupted, bench: dict) -> None:
-    _, out = uninterrupted
-    with pytest.raises(CheckpointError, match=r"experiment\.lr: 0\.0001 -> 0\.001.*Delete"):
-        run(bench, out, cfg=experiment(lr=1e-3))
+def test_another_config_starts_over_and_keeps_the_old_state(bench: dict, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "changed"
+    first = run(bench, out, cfg=experiment(epochs=1))
+    old_last = first.last.read_bytes()
+    with caplog.at_level("WARNING", logger="softref.train.trainer"):
+        again = run(bench, out, cfg=experiment(epochs=1, lr=1e-3))
+    assert "experiment.lr: 0.0001 -> 0.001" in caplog.text and "starts over" in caplog.text
+    (moved,) = (out / "superseded").iterdir()
+    assert (moved / "last.pt").read_bytes() == old_last and (moved / "checkpoint.pt").is_file()
+    assert again.completed and again.epochs_completed == 1
+    resumed = torch.load(again.last, weights_only=True)
+    assert resumed["config"]["experiment"]["lr"] == 1e-3
 
 
 def test_non_finite_teacher_feature_stops_with_epoch_step_and_term(bench: dict, tmp_path: Path,

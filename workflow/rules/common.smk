@@ -166,9 +166,20 @@ def table_inputs(wildcards):
     return [f"results/runs/{e}/eval/{b}.json" for e, b in tb.cells(CFG.experiments, CFG.benchmarks)]
 
 
-def train_gpus(wildcards, resources):
-    """GPUs the profile grants the train job (resource ``gpu``); more than one runs torchrun."""
-    return int(resources.get("gpu", 0) or 0)
+def train_params(wildcards):
+    """The experiment and its student as configured: a change reruns the train job (params trigger)."""
+    ex = config["experiments"][wildcards.experiment]
+    return {"experiment": ex, "student": config["students"][ex["student"]]}
+
+
+def evaluate_params(wildcards):
+    """The benchmark as configured: a change reruns the evaluation."""
+    return config["benchmarks"][wildcards.benchmark]
+
+
+def table_params(wildcards):
+    """The table as configured (kind, label, pairing): a change rebuilds it."""
+    return config["tables"][wildcards.table]
 
 
 def all_tables(wildcards=None):

@@ -6,6 +6,8 @@ rule evaluate:
         unpack(evaluate_inputs),
     output:
         "results/runs/{experiment}/eval/{benchmark}.json",
+    params:
+        benchmark=evaluate_params,
     threads: 2
     log:
         "logs/evaluate/{experiment}/{benchmark}.log",

@@ -9,6 +9,8 @@ rule table:
     output:
         csv="results/{table}.csv",
         md="results/{table}.md",
+    params:
+        table=table_params,
     log:
         "logs/tables/{table}.log",
     conda:

@@ -7,6 +7,8 @@ rule train:
     output:
         checkpoint="results/runs/{experiment}/checkpoint.pt",
         train_log="results/runs/{experiment}/train_log.csv",
+    params:
+        run=train_params,
     threads: 2
     resources:
         gpu=lambda wildcards: CFG.experiments[wildcards.experiment].gpus,

@@ -7,7 +7,9 @@
     when the record has ``filepath`` (COCO: ``val2014/...``), else ``image_dir/filename``
     (option ``image_dir``, default ``"images"``; Flickr30K usually needs
     ``image_dir="flickr30k-images"``). ``restval`` counts as ``train``. ``image_id`` is the
-    ``cocoid`` when present, else the ``imgid``; the identity is the image itself; ``text_id``
+    ``cocoid`` when present, else the ``imgid``; the identity is the image itself (option
+    ``identity_pattern``: a regex whose first group, searched in the file name, is the
+    identity instead); ``text_id``
     is the ``sentid`` (for COCO, the COCO caption annotation id); the caption is ``raw``.
 ``albef``
     ALBEF-style files ``<prefix>_train.json`` (a flat list of ``{"caption", "image",
@@ -31,6 +33,8 @@
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import importlib.util
 import logging
@@ -162,14 +166,41 @@ def _read_karpathy(
 
 
 def read_karpathy(
-    root: Path, annotations: PathLike | None = None, *, image_dir: str = "images"
+    root: Path,
+    annotations: PathLike | None = None,
+    *,
+    image_dir: str = "images",
+    identity_pattern: str | None = None,
 ) -> AdapterOutput:
     """Read a Karpathy-split JSON; see the module docstring for the mapping.
 
     ``image_dir`` is the folder (relative to ``root``) holding the images of records without
-    ``filepath`` (Flickr30K, Flickr8K).
+    ``filepath`` (Flickr30K, Flickr8K). ``identity_pattern``: a regular expression searched in
+    each image's file name whose first group is the image's identity (the demo's
+    ``^id(\d+)_`` groups the renderings of one synthetic identity); by default each image is
+    its own identity, as in MSCOCO and Flickr30K. A file name it does not match is an error.
     """
-    return _read_karpathy(root, annotations, image_dir, KARPATHY_FILES, "karpathy")
+    out = _read_karpathy(root, annotations, image_dir, KARPATHY_FILES, "karpathy")
+    if identity_pattern is None:
+        return out
+    try:
+        pattern = re.compile(identity_pattern)
+    except re.error as err:
+        raise ValueError(f"karpathy: option identity_pattern {identity_pattern!r} is not a regular expression ({err})") from None
+    if pattern.groups < 1:
+        raise ValueError(f"karpathy: option identity_pattern {identity_pattern!r} needs a group (the identity)")
+    identity_of: dict[str, str] = {}
+    for image_id, path in zip(out.images["image_id"], out.images["path"]):
+        match = pattern.search(Path(path).name)
+        if match is None or not match.group(1):
+            raise AnnotationError(
+                f"karpathy: image {image_id!r} ({path}): identity_pattern {identity_pattern!r} does not "
+                f"match its file name {Path(path).name!r}"
+            )
+        identity_of[image_id] = match.group(1)
+    images = out.images.assign(identity=[identity_of[i] for i in out.images["image_id"]])
+    texts = out.texts.assign(identity=[identity_of[i] for i in out.texts["image_id"]])
+    return dataclasses.replace(out, images=images, texts=texts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -431,8 +431,12 @@ def train(
 
     Raises:
         NonFiniteLossError: a loss term became NaN/inf (names the epoch, step and term).
-        CheckpointError: ``out_dir/last.pt`` was written with another configuration.
+        CheckpointError: a finished run whose selected model is missing, or an unreadable state.
         FileNotFoundError / ValueError: a missing manifest, shard or teacher.
+
+    A ``last.pt`` written by another configuration (or from other inputs) is never resumed:
+    it and the run's other files move to ``out_dir/superseded/<UTC time>/`` and training
+    starts over.
     """
     ctx = init_distributed(device)
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -573,14 +577,26 @@ def _train(
         },
     }
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_rsum": -math.inf, "best_epoch": 0, "log": []}
-    if last_path.exists():
-        resumed = load_checkpoint(last_path, map_location="cpu", required=("model", "optimizer", "epoch", "config"))
+    # Every process reads the resume state before rank 0 may move a stale one aside.
+    barrier()
+    resumed = (
+        load_checkpoint(last_path, map_location="cpu", required=("model", "optimizer", "epoch", "config"))
+        if last_path.exists()
+        else None
+    )
+    barrier()
+    if resumed is not None:
         differences = config_differences(_comparable(resumed["config"]), _comparable(run_config))
         if differences:
-            raise CheckpointError(
-                f"{last_path} was written by another configuration; differing keys: "
-                f"{'; '.join(differences)}. Delete {out_dir} to start over"
+            # The run folder holds another experiment's state (the config or an input changed, and
+            # Snakemake asked for a new run): keep it aside, never resume from it.
+            moved = _supersede(out_dir, ctx)
+            logger.warning(
+                "%s was written by another configuration (differing keys: %s); it and the run's other "
+                "files were moved to %s and training starts over", last_path, "; ".join(differences), moved,
             )
+            resumed = None
+    if resumed is not None:
         student.load_state_dict(resumed["model"])
         if head is not None:
             if "mmref_head" not in resumed:
@@ -745,6 +761,21 @@ def _train(
         best_epoch=int(state["best_epoch"]),
         best_val_rsum=float(state["best_val_rsum"]),
     )
+
+
+def _supersede(out_dir: Path, ctx: DistributedContext) -> Path:
+    """Move the run folder's state files (last, best, checkpoint, log) to ``superseded/<UTC time>/``.
+
+    Rank 0 moves them; the others wait, so no process reads a half-moved folder.
+    """
+    target = out_dir / "superseded" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if ctx.is_main:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (LAST, BEST, CHECKPOINT, LOG):
+            if (out_dir / name).exists():
+                os.replace(out_dir / name, target / name)
+    barrier()
+    return target
 
 
 def _head_state(head: nn.Module | None) -> dict[str, Any]:
