@@ -456,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = getattr(logging, args.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("softref").setLevel(level)
+    # faiss reports at INFO which of its builds it loaded: noise on every command.
+    logging.getLogger("faiss.loader").setLevel(max(level, logging.WARNING))
     try:
         return int(args.func(args))
     except _USER_ERRORS as exc:

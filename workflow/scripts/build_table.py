@@ -30,4 +30,5 @@ with rule_context(snakemake) as cfg:
         rows = [{k: e[k] for k in keys} for e in entries]
         build_retrieval_table(tb.name, rows, csv_path, md_path, label=tb.label)
     else:
-        build_table(tb.kind, tb.name, label=tb.label, entries=entries, csv_path=csv_path, md_path=md_path)
+        rows = [{k: v for k, v in e.items() if k != "dataset"} for e in entries]
+        build_table(tb.kind, tb.name, label=tb.label, entries=rows, csv_path=csv_path, md_path=md_path)
