@@ -228,7 +228,7 @@ def test_person_without_bank_skips_the_refined_variant(bench: dict, caplog: pyte
     with caplog.at_level(logging.INFO, logger="softref.evaluate.benchmarks"):
         result = run(bench["plain"], "person", bench["demo"]["person_root"], manifests, refine=Refine(),
                      paper_dataset="CUHK-PEDES")
-    assert "refined variant is skipped because the student has no reference bank" in caplog.text
+    assert "refined variant is skipped because the student has no trained reference bank" in caplog.text
     assert {r["variant"] for r in result["metrics"]} == {""}
     assert [m for _, _, m in values(result)] == PERSON_METRICS
     assert result["num_references"] is None and result["refine"] is None
@@ -312,3 +312,13 @@ def test_unimodal_benchmarks_read_the_head_usa_trained(method: str, head: str) -
     from softref.evaluate.benchmarks import unimodal_head
 
     assert unimodal_head({"config": {"experiment": {"method": method}}}) == head
+
+
+def test_an_untrained_bank_gives_no_refined_variant() -> None:
+    from softref.evaluate.benchmarks import bank_was_trained
+
+    off = {"global_fusion": False, "local_reconstruction": False, "reference_guidance": True}
+    assert not bank_was_trained({"mmref": {"identities": [], "config": off}})
+    assert bank_was_trained({"mmref": {"identities": [], "config": {**off, "local_reconstruction": True}}})
+    assert bank_was_trained({"mmref": {"identities": [], "config": {}}})  # defaults: both on
+    assert bank_was_trained({})

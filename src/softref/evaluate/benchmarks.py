@@ -314,9 +314,24 @@ def _run_sts(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any
     }
 
 
+def bank_was_trained(ckpt: Mapping[str, Any]) -> bool:
+    """Whether an mmref checkpoint's reference bank learned anything: Global Fusion or Local
+    Reconstruction train it; with both off (reference guidance alone reads ``sg(R)``) it stays at
+    its random initialisation. Checkpoints without MMRef's record count as trained."""
+    record = ckpt.get("mmref")
+    config = record.get("config") if isinstance(record, Mapping) else None
+    if not isinstance(config, Mapping):
+        return True
+    return bool(config.get("global_fusion", True) or config.get("local_reconstruction", True))
+
+
 def _reference_bank(ckpt: Mapping[str, Any], checkpoint: Path, dim: int) -> Tensor | None:
     head = ckpt.get("mmref_head")
     if not isinstance(head, Mapping) or "bank" not in head:
+        return None
+    if not bank_was_trained(ckpt):
+        logger.info("%s: its reference bank was never trained (global_fusion and local_reconstruction off): "
+                    "no refined variant", checkpoint)
         return None
     bank = head["bank"]
     if not isinstance(bank, Tensor) or bank.ndim != 2 or bank.shape[1] != dim or bank.shape[0] == 0:
@@ -331,8 +346,8 @@ def _run_person(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, 
     bank = _reference_bank(ckpt, ctx["checkpoint"], int(image_emb.shape[1]))
     refine = ctx["refine"]
     if refine is not None and bank is None:
-        logger.info("%s: the refined variant is skipped because the student has no reference bank "
-                    "(no mmref_head['bank'] in %s)", ctx["benchmark"], ctx["checkpoint"])
+        logger.info("%s: the refined variant is skipped because the student has no trained reference bank "
+                    "(%s)", ctx["benchmark"], ctx["checkpoint"])
         refine = None
     device = ctx["device"]
     rows = person_scores(
