@@ -177,7 +177,7 @@ def read_karpathy(
     ``image_dir`` is the folder (relative to ``root``) holding the images of records without
     ``filepath`` (Flickr30K, Flickr8K). ``identity_pattern``: a regular expression searched in
     each image's file name whose first group is the image's identity (the demo's
-    ``^id(\d+)_`` groups the renderings of one synthetic identity); by default each image is
+    ``^id(\\d+)_`` groups the renderings of one synthetic identity); by default each image is
     its own identity, as in MSCOCO and Flickr30K. A file name it does not match is an error.
     """
     out = _read_karpathy(root, annotations, image_dir, KARPATHY_FILES, "karpathy")
