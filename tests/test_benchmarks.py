@@ -26,9 +26,10 @@ from softref.evaluate.protocols import (
     sts_table,
     zero_shot_scores,
 )
-from softref.evaluate.retrieval import encode_split, load_student, split_items, write_json
+from softref.evaluate.retrieval import encode_split, split_items, write_json
+from softref.models.student import load_student
 from softref.models.student import Student
-from softref.train.checkpoint import save_checkpoint
+from softref.checkpoints import save_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COMMON = {"benchmark", "protocol", "split", "dataset", "paper_dataset", "experiment", "label", "student", "method",
@@ -223,12 +224,15 @@ def test_sts(bench: dict) -> None:
     assert run(bench["plain"], "sts", bench["root"], bench["sts"])["metrics"] == result["metrics"]
 
 
-def test_person_without_bank_skips_the_refined_variant(bench: dict, caplog: pytest.LogCaptureFixture) -> None:
+def test_person_refinement_without_bank_is_an_error(bench: dict) -> None:
+    """Refinement asked for and impossible (a student with no reference bank) stops with an error that
+    names the benchmark and the checkpoint; without refinement the plain ranking is scored."""
     manifests = bench["root"] / "person"
-    with caplog.at_level(logging.INFO, logger="softref.evaluate.benchmarks"):
-        result = run(bench["plain"], "person", bench["demo"]["person_root"], manifests, refine=Refine(),
-                     paper_dataset="CUHK-PEDES")
-    assert "refined variant is skipped because the student has no trained reference bank" in caplog.text
+    with pytest.raises(ValueError, match=r"benchmark 'bench' .*refined variant.* has no reference bank") as err:
+        run(bench["plain"], "person", bench["demo"]["person_root"], manifests, refine=Refine(),
+            paper_dataset="CUHK-PEDES")
+    assert str(bench["plain"]) in str(err.value)
+    result = run(bench["plain"], "person", bench["demo"]["person_root"], manifests, paper_dataset="CUHK-PEDES")
     assert {r["variant"] for r in result["metrics"]} == {""}
     assert [m for _, _, m in values(result)] == PERSON_METRICS
     assert result["num_references"] is None and result["refine"] is None

@@ -16,7 +16,7 @@ from softref.models.student import Student
 from softref.train import train
 from softref.train.data import Batch
 from softref.train.distributed import cleanup_distributed, init_distributed, shard_batches
-from softref.train.trainer import training_losses
+from softref.train.methods.cusa import training_losses
 
 from test_trainer import STUDENT, experiment, make_benchmark
 

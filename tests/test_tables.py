@@ -1,4 +1,5 @@
-"""Retrieval table builder: CSV schema, RSUM, paper values only on a match, deterministic output."""
+"""Table 1 (kind retrieval) through the one table builder: CSV schema, RSUM, paper values only on a
+match, deterministic output, refusals."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from softref.tables import RETRIEVAL_COLUMNS, build_retrieval_table, load_paper_values, paper_value
+from softref.tables import CSV_COLUMNS, build_table, load_paper_values, paper_value
 from softref.tables.paper import load_person_reference
 
 
@@ -29,8 +30,18 @@ def _rows(tmp_path: Path) -> list[dict]:
         path = tmp_path / f"eval{k}.json"
         path.write_text(json.dumps(_result(k)))
         rows.append({"eval": path, "student": "tiny" if paper_model else "other", "method": method,
-                     "dataset": "demo-coco", "paper_model": paper_model, "paper_dataset": paper_dataset})
+                     "label": method, "experiment": f"e{k}", "benchmark": "demo-coco", "paper_model": paper_model,
+                     "paper_method": method if paper_model else None, "paper_dataset": paper_dataset})
     return rows
+
+
+def build_retrieval_table(table: str, rows: list[dict], csv_path: Path, md_path: Path, *, label: str) -> list[dict]:
+    return build_table("retrieval", table, label=label, entries=rows, csv_path=csv_path, md_path=md_path)
+
+
+def _entry(result: dict, **keys) -> dict:
+    return {"result": result, "student": "s", "method": "m", "label": "m", "experiment": "e",
+            "benchmark": result["benchmark"], **keys}
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -43,12 +54,13 @@ def test_csv_schema_rsum_and_paper_values(tmp_path: Path) -> None:
     build_retrieval_table("table1", rows, tmp_path / "t.csv", tmp_path / "t.md",
                           label="Demo: synthetic benchmark, not MSCOCO")
     with open(tmp_path / "t.csv", newline="") as fh:
-        assert next(csv.reader(fh)) == list(RETRIEVAL_COLUMNS)
+        assert next(csv.reader(fh)) == list(CSV_COLUMNS)
     table = _read(tmp_path / "t.csv")
     assert len(table) == 3 * 7
     groups: dict[tuple, dict] = {}
     for r in table:
-        assert r["table"] == "table1" and r["dataset"] == "demo-coco"
+        # The column's dataset: the paper's name where the row maps to the paper, else the benchmark.
+        assert r["table"] == "table1" and r["dataset"] == ("coco-5k" if r["student"] == "tiny" else "demo-coco")
         groups.setdefault((r["student"], r["method"]), {})[(r["direction"], r["metric"])] = r
     assert set(groups) == {("tiny", "cusa"), ("tiny", "base"), ("other", "cusa")}
     for cells in groups.values():
@@ -68,11 +80,11 @@ def test_markdown_names_table_label_and_data(tmp_path: Path) -> None:
     build_retrieval_table("table1", _rows(tmp_path), tmp_path / "t.csv", tmp_path / "t.md",
                           label="Demo: synthetic benchmark, not MSCOCO")
     md = (tmp_path / "t.md").read_text()
-    assert md.startswith("# Table 1: Demo: synthetic benchmark, not MSCOCO\n")
+    assert md.startswith("# Table 1\n\nDemo: synthetic benchmark, not MSCOCO\n")
     assert "| tiny | cusa | 10.00 (57.30) |" in md
-    assert "| other | cusa | 12.00 |" in md
-    assert "Numbers measured on demo-coco: benchmark `demo-coco`, split `test` (24 images, 120 captions)." in md
-    assert "the same method with CLIP-ViT-B/32 on coco-5k (for tiny on demo-coco)." in md
+    assert "| other | cusa | - | - | - | - | - | - | - | 12.00 |" in md
+    assert "Numbers measured on benchmark `demo-coco` (image-text, split `test`; 24 images, 120 texts)." in md
+    assert "the same method with CLIP-ViT-B/32 (for tiny) on coco-5k (`demo-coco`)." in md
     lines = md.splitlines()
     # Rows sorted by student, then method in the paper's order (base before cusa).
     body = [line for line in lines if line.startswith("| ") and not line.startswith("| Student")]
@@ -85,50 +97,65 @@ def test_output_is_deterministic_whatever_the_row_order(tmp_path: Path) -> None:
     build_retrieval_table("table1", rows[::-1], tmp_path / "b.csv", tmp_path / "b.md", label="x")
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     assert (tmp_path / "a.md").read_bytes() == (tmp_path / "b.md").read_bytes()
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob("*.tmp-*"))
 
 
 def test_two_datasets_make_two_column_blocks(tmp_path: Path) -> None:
     rows = [
-        {"result": _result(0, "demo-coco"), "student": "tiny", "method": "cusa", "dataset": "coco",
-         "paper_model": "CLIP-ViT-B/32", "paper_dataset": "coco-5k"},
-        {"result": _result(1, "demo-flickr"), "student": "tiny", "method": "cusa", "dataset": "flickr",
-         "paper_model": "CLIP-ViT-B/32", "paper_dataset": "flickr30k-1k"},
+        _entry(_result(0, "coco"), student="tiny", method="cusa", label="cusa", experiment="cusa-coco",
+               paper_model="CLIP-ViT-B/32", paper_method="cusa", paper_dataset="coco-5k"),
+        _entry(_result(1, "flickr"), student="tiny", method="cusa", label="cusa", experiment="cusa-flickr",
+               paper_model="CLIP-ViT-B/32", paper_method="cusa", paper_dataset="flickr30k-1k"),
     ]
     long_rows = build_retrieval_table("table1", rows, tmp_path / "t.csv", tmp_path / "t.md", label="demo")
     assert len(long_rows) == 14
     md = (tmp_path / "t.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Student"))
     assert header.count("|") == 2 + 14 + 1
-    assert "coco RSUM" in header and "flickr RSUM" in header
-    flickr = {(r["direction"], r["metric"]): r["paper_value"] for r in long_rows if r["dataset"] == "flickr"}
+    assert "coco-5k RSUM" in header and "flickr30k-1k RSUM" in header
+    flickr = {(r["direction"], r["metric"]): r["paper_value"] for r in long_rows if r["dataset"] == "flickr30k-1k"}
     assert flickr[("both", "RSUM")] == 526.3
 
 
 def test_bad_rows_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="missing \\['method'\\]"):
-        build_retrieval_table("t", [{"result": _result(0), "student": "s", "dataset": "d"}],
-                              tmp_path / "t.csv", tmp_path / "t.md", label="")
+    no_method = _entry(_result(0))
+    del no_method["method"]
+    with pytest.raises(ValueError, match="missing or empty \\['method'\\]"):
+        build_retrieval_table("t", [no_method], tmp_path / "t.csv", tmp_path / "t.md", label="")
     bad = _result(0)
     bad["rsum"] += 1
     with pytest.raises(ValueError, match="not the sum of the six"):
-        build_retrieval_table("t", [{"result": bad, "student": "s", "method": "m", "dataset": "d"}],
-                              tmp_path / "t.csv", tmp_path / "t.md", label="")
-    dup = {"result": _result(0), "student": "s", "method": "m", "dataset": "d"}
+        build_retrieval_table("t", [_entry(bad)], tmp_path / "t.csv", tmp_path / "t.md", label="")
+    dup = _entry(_result(0))
     with pytest.raises(ValueError, match="two results"):
         build_retrieval_table("t", [dup, dup], tmp_path / "t.csv", tmp_path / "t.md", label="")
+    absent = {k: v for k, v in _entry(_result(0)).items() if k != "result"}
     with pytest.raises(FileNotFoundError, match="absent.json"):
-        build_retrieval_table("t", [{"eval": tmp_path / "absent.json", "student": "s", "method": "m", "dataset": "d"}],
+        build_retrieval_table("t", [{**absent, "eval": tmp_path / "absent.json"}],
                               tmp_path / "t.csv", tmp_path / "t.md", label="")
+    # Two experiments of the same method are two rows when their labels differ, and refused when not.
+    other = _entry(_result(1), experiment="f")
+    with pytest.raises(ValueError, match="distinct labels"):
+        build_retrieval_table("t", [_entry(_result(0)), other], tmp_path / "t.csv", tmp_path / "t.md", label="")
+    two = build_retrieval_table("t2", [_entry(_result(0)), {**other, "label": "m seed 2"}], tmp_path / "u.csv",
+                                tmp_path / "u.md", label="")
+    assert {r["method"] for r in two} == {"m", "m seed 2"}
+    # A JSON written for another experiment or benchmark is stale: refused with both names.
+    stale = _result(0)
+    stale["experiment"] = "old"
+    with pytest.raises(ValueError, match="key 'experiment': expected 'e' \\(the table's entry\\), found 'old'"):
+        build_retrieval_table("t", [_entry(stale)], tmp_path / "t.csv", tmp_path / "t.md", label="")
     assert not (tmp_path / "t.csv").exists()
 
 
 def test_packaged_paper_values() -> None:
     values = load_paper_values()
-    assert len(values) == 448
+    assert len(values) == 1367  # Tables 1-5 (448) + appendix Tables 8-11 (919)
     assert paper_value("CLIP-ViT-B/32", "cusa", "coco-5k", "t2i", "R@1") == 44.2
     assert paper_value("CLIP-ViT-B/32", "usa", "coco-5k", "both", "RSUM", table="table5") is not None
-    assert paper_value("CLIP-ViT-B/32", "usa", "coco-5k", "i2t", "R@1") is None
+    assert paper_value("CLIP-ViT-B/32", "usa", "coco-5k", "i2t", "R@1") == 56.3  # appendix Table 8
+    assert paper_value("CLIP-ViT-B/32", "usa", "coco-5k", "i2t", "R@1", table="table5") == 56.3
+    assert paper_value("CLIP-ViT-B/32", "usa", "sop", "both", "RSUM") is None
     assert paper_value(None, "cusa", "coco-5k", "i2t", "R@1") is None
     person = load_person_reference()
     irra = next(r for r in person if r["method"] == "IRRA" and r["dataset"] == "cuhk-pedes")

@@ -68,7 +68,7 @@ def test_train_rule_runs_torchrun_when_granted_several_gpus(workdir):
     launches two processes (gloo on this CPU-only machine), which write one checkpoint."""
     repo = Path(__file__).resolve().parents[1]
     config = yaml.safe_load((workdir / "config.yaml").read_text())
-    config["demo"] = {"enabled": False}
+    config["demo"] = {}
     config["experiments"] = {
         "twoproc": {"dataset": "demo-coco", "student": "tiny", "method": "base", "epochs": 1, "batch_size": 8,
                     "lr": 1e-3, "gpus": 2}
@@ -86,3 +86,40 @@ def test_train_rule_runs_torchrun_when_granted_several_gpus(workdir):
     log_text = (workdir / "logs/train/twoproc.log").read_text()
     assert "torch.distributed.run" in log_text and "--nproc_per_node=2" in log_text
     assert "process 1 of 2" in log_text  # the second process joined
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> Path:
+    """A Python with every dependency of softref but not softref itself, as an environment built from
+    envs/softref.yaml under ``--sdm conda`` is: a venv whose only path entry is this venv's
+    site-packages (a path line in a .pth file; the .pth files in that folder, among them the
+    editable install of softref, are not read)."""
+    root = tmp_path_factory.mktemp("bare-env")
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    (next(root.glob("lib/python*/site-packages")) / "dependencies.pth").write_text(site + "\n")
+    return root / "bin" / "python"
+
+
+def test_package_launch_runs_where_softref_is_not_installed(workdir, bare_python, monkeypatch):
+    """softref.train.launch gives the torchrun children the running package on PYTHONPATH: they train
+    even with a Python that cannot import softref by itself."""
+    from softref.train.launch import launch_torchrun, package_environment, package_root
+
+    clean = {k: v for k, v in package_environment().items() if k != "PYTHONPATH"}
+    alone = subprocess.run([str(bare_python), "-c", "import softref"], cwd=workdir, env=clean, capture_output=True,
+                           text=True, timeout=120)
+    assert alone.returncode != 0 and "No module named 'softref'" in alone.stderr
+    found = subprocess.run([str(bare_python), "-c", "import softref; print(softref.__file__)"], cwd=workdir,
+                           env=package_environment(clean), capture_output=True, text=True, timeout=120)
+    assert found.stdout.strip() == str(package_root() / "softref" / "__init__.py")
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["experiments"]["bare"] = {**config["experiments"]["base"], "gpus": 2}
+    path = workdir / "bare.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    launch_torchrun(path, "bare", 2, python=str(bare_python))
+    assert (workdir / "results/runs/bare/checkpoint.pt").is_file()
+    with pytest.raises(RuntimeError, match=r"experiment 'nope': torchrun with 2 processes exited with"):
+        launch_torchrun(path, "nope", 2, python=str(bare_python))

@@ -295,3 +295,29 @@ def test_batch_positives_cover_every_caption_of_an_image(bench: dict) -> None:
     assert positives.sum() > 6  # two captions of one image share a batch here
     assert torch.equal(batch.teacher_image, expected_image)
     assert batch.tokens.shape[0] == 6 and batch.images.shape[0] == 6
+
+
+@pytest.mark.parametrize("overrides", [{}, {"public_code_weighting": True, "teacher_tau": 0.5, "alpha": 0.3}])
+def test_training_calls_the_public_objective(bench: dict, tmp_path: Path, monkeypatch, overrides) -> None:
+    """The trained path goes through softref.losses.cusa_objective with the experiment's weights: every
+    step calls it, and the logged epoch means are the means of what it returned."""
+    import softref.losses
+    import softref.train.methods.cusa as family
+
+    calls: list[dict] = []
+
+    def recording(out, teacher_image, teacher_text, positives, method, **weights):
+        terms = softref.losses.cusa_objective(out, teacher_image, teacher_text, positives, method, **weights)
+        calls.append({"weights": weights, "method": method, **{k: float(v.detach()) for k, v in terms.items()}})
+        return terms
+
+    monkeypatch.setattr(family, "cusa_objective", recording)
+    cfg = experiment(epochs=1, **overrides)
+    result = run(bench, tmp_path / "run", cfg)
+    assert len(calls) == result.steps == steps_per_epoch(bench)
+    expected = {"alpha": cfg.alpha, "beta": cfg.beta, "teacher_tau": cfg.teacher_tau,
+                "public_code_weighting": cfg.public_code_weighting}
+    assert all(c["weights"] == expected and c["method"] == "cusa" for c in calls)
+    row = read_log(tmp_path / "run" / "train_log.csv")[0]
+    for term in ("total", "itr", "csa", "usa"):
+        assert float(row[f"loss_{term}"]) == pytest.approx(np.mean([c[term] for c in calls]), rel=1e-6, abs=1e-9)

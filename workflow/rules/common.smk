@@ -4,21 +4,29 @@ import re
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
-# The package is imported from the checkout: here for parsing, and in the rule scripts through
-# workflow/scripts/softref (a link to src/softref on the scripts' search path), so a conda env
-# built from envs/softref.yaml (--sdm conda) needs no install of the package itself.
+# The checkout's package is the code that runs: here for parsing, and in every job (local or on
+# a cluster, with or without --sdm conda) through PYTHONPATH, which the jobs inherit (envvars passes
+# it to remote executors) and which Python reads before any installed copy of softref.
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-from softref.config import load_config
+from softref.workflow import use_package_from
 
-validate(config, "../schemas/config.schema.yaml", set_default=True)
+use_package_from(SRC)
+
+
+envvars:
+    "PYTHONPATH",
+
+
+from softref import paths
+from softref.config import TRAINING_IGNORES, load_config, validate_raw
+
+# softref's own check (the package's schema, then the cross references): every problem is listed
+# at once, each with its key path, before any job starts.
+validate_raw(config)
 CFG = load_config(config)
-
-MODALITY_OF = {"image": "images", "text": "texts"}
 
 
 def _alternatives(names):
@@ -28,6 +36,8 @@ def _alternatives(names):
 
 IMAGE_TEACHERS = _alternatives(n for n, t in CFG.teachers.items() if t.modality == "image")
 TEXT_TEACHERS = _alternatives(n for n, t in CFG.teachers.items() if t.modality == "text")
+# {teachers} of the references rules: "<image_teacher>+<text_teacher>".
+TEACHER_PAIRS = rf"(?:{IMAGE_TEACHERS})\+(?:{TEXT_TEACHERS})"
 
 
 wildcard_constraints:
@@ -45,19 +55,12 @@ def annotations_of(wildcards):
 
 
 def dataset_params(wildcards):
-    """The dataset block as plain values for the prepare_manifest script."""
-    ds = CFG.datasets[wildcards.dataset]
-    return {
-        "format": ds.format,
-        "root": ds.root,
-        "annotations": ds.annotations,
-        "skip_missing": ds.skip_missing,
-        "options": dict(ds.options),
-    }
+    """The dataset block as configured: a change rewrites its manifests."""
+    return config["datasets"][wildcards.dataset]
 
 
 def _looks_local(weights):
-    """A teacher weights value that names a file on disk (tracked as an input) rather than a hub name."""
+    """A weights value that names a file on disk (tracked as an input) rather than a hub name."""
     return (
         Path(weights).exists()
         or os.path.isabs(weights)
@@ -72,11 +75,16 @@ def teacher_weights(wildcards):
     return [weights] if _looks_local(weights) else []
 
 
+def extraction_params(wildcards):
+    """What changes a shard's bytes: the teacher as configured and the storage dtype (batch sizes and
+    workers change only the speed, so editing them reruns nothing)."""
+    return {"teacher": config["teachers"][wildcards.teacher], "dtype": config["features"]["dtype"]}
+
+
 def feature_shards(dataset, teacher):
     """Every shard file of one (dataset, teacher)."""
-    modality = MODALITY_OF[CFG.teachers[teacher].modality]
-    n = CFG.datasets[dataset].num_shards
-    return [f"results/features/{dataset}/{teacher}/{modality}-{shard}.h5" for shard in range(n)]
+    modality = CFG.teachers[teacher].modality
+    return [str(p) for p in paths.feature_shards(dataset, teacher, modality, CFG.datasets[dataset].num_shards)]
 
 
 def all_feature_shards(wildcards=None):
@@ -84,23 +92,8 @@ def all_feature_shards(wildcards=None):
     return [p for d, ds in CFG.datasets.items() for t in ds.teachers for p in feature_shards(d, t)]
 
 
-def _manifests(dataset):
-    return {
-        "images": f"results/data/{dataset}/images.parquet",
-        "texts": f"results/data/{dataset}/texts.parquet",
-    }
-
-
-def _extra_manifests(dataset):
-    """The relevance (eccv positives) and sentence-pair tables prepare_manifest writes beside the manifests."""
-    return {
-        "positives": f"results/data/{dataset}/positives.parquet",
-        "pairs": f"results/data/{dataset}/pairs.parquet",
-    }
-
-
-# {teachers} of the references rules: "<image_teacher>+<text_teacher>".
-TEACHER_PAIRS = rf"(?:{IMAGE_TEACHERS})\+(?:{TEXT_TEACHERS})"
+def _manifests(dataset, kinds=("images", "texts")):
+    return {kind: str(paths.manifest(dataset, kind)) for kind in kinds}
 
 
 def teacher_pair(dataset, teachers):
@@ -125,14 +118,19 @@ def references_inputs(wildcards):
     }
 
 
+def references_params(wildcards):
+    """What changes the references: the split and the missing-identity rule (not the index settings)."""
+    return {key: config["references"][key] for key in ("split", "on_missing")}
+
+
 def all_references(wildcards=None):
     """References, FAISS index and neighbours of every (dataset, image teacher, text teacher) pair."""
     return [
-        f"results/references/{d}/{i}+{t}.{ext}"
+        str(p)
         for d in CFG.datasets
         for i in CFG.teachers_of(d, "image")
         for t in CFG.teachers_of(d, "text")
-        for ext in ("h5", "faiss", "neighbours.parquet")
+        for p in paths.references(d, f"{i}+{t}").values()
     ]
 
 
@@ -140,47 +138,65 @@ def train_inputs(wildcards):
     """Manifests of the experiment's dataset; CUSA's teacher shards; MMRef's teacher references."""
     ex = CFG.experiments[wildcards.experiment]
     inputs = _manifests(ex.dataset)
-    if ex.method in ("csa", "usa", "cusa"):
+    if ex.uses_teacher_features():
         inputs["image_shards"] = feature_shards(ex.dataset, ex.image_teacher)
         inputs["text_shards"] = feature_shards(ex.dataset, ex.text_teacher)
     if ex.needs_references():
-        stem = f"results/references/{ex.dataset}/{ex.references_name}"
-        inputs["references"] = f"{stem}.h5"
-        inputs["neighbours"] = f"{stem}.neighbours.parquet"
+        refs = paths.references(ex.dataset, ex.references_name)
+        inputs["references"] = str(refs["references"])
+        inputs["neighbours"] = str(refs["neighbours"])
     return inputs
+
+
+def train_params(wildcards):
+    """The experiment and its student as configured, less what cannot change the trained model
+    (DataLoader workers, the table row's name and paper role): a change reruns the train job."""
+    ex = config["experiments"][wildcards.experiment]
+    return {
+        "experiment": {k: v for k, v in ex.items() if k not in TRAINING_IGNORES},
+        "student": {k: v for k, v in config["students"][ex["student"]].items() if k != "paper_model"},
+    }
+
+
+def train_gpus(wildcards):
+    """GPUs the train job asks for: the experiment's training processes (more than one runs torchrun)."""
+    return CFG.experiments[wildcards.experiment].gpus
 
 
 def evaluate_inputs(wildcards):
     """The trained checkpoint and the manifests (with positives and pairs) of the benchmark's dataset."""
     bm = CFG.benchmarks[wildcards.benchmark]
     return {
-        "checkpoint": f"results/runs/{wildcards.experiment}/checkpoint.pt",
-        **_manifests(bm.dataset),
-        **_extra_manifests(bm.dataset),
+        "checkpoint": paths.CHECKPOINT.format(experiment=wildcards.experiment),
+        **_manifests(bm.dataset, ("images", "texts", "positives", "pairs")),
+    }
+
+
+def evaluate_params(wildcards):
+    """The benchmark as configured and whether the experiment is refined on it: a change reruns the evaluation."""
+    return {
+        "benchmark": config["benchmarks"][wildcards.benchmark],
+        "refine": CFG.experiments[wildcards.experiment].refines(),
     }
 
 
 def table_inputs(wildcards):
     """Every evaluation JSON the table shows."""
     tb = CFG.tables[wildcards.table]
-    return [f"results/runs/{e}/eval/{b}.json" for e, b in tb.cells(CFG.experiments, CFG.benchmarks)]
-
-
-def train_params(wildcards):
-    """The experiment and its student as configured: a change reruns the train job (params trigger)."""
-    ex = config["experiments"][wildcards.experiment]
-    return {"experiment": ex, "student": config["students"][ex["student"]]}
-
-
-def evaluate_params(wildcards):
-    """The benchmark as configured: a change reruns the evaluation."""
-    return config["benchmarks"][wildcards.benchmark]
+    return [paths.EVALUATION.format(experiment=e, benchmark=b) for e, b in tb.cells(CFG.experiments, CFG.benchmarks)]
 
 
 def table_params(wildcards):
-    """The table as configured (kind, label, pairing): a change rebuilds it."""
-    return config["tables"][wildcards.table]
+    """The table as configured, and its rows' names and paper roles: a change rebuilds it."""
+    tb = CFG.tables[wildcards.table]
+    rows = {}
+    for e in tb.experiments:
+        ex = CFG.experiments[e]
+        rows[e] = {"label": ex.row_label, "paper_method": ex.paper_method,
+                   "paper_model": CFG.students[ex.student].paper_model}
+    columns = {b: CFG.benchmarks[b].paper_dataset for b in tb.benchmarks}
+    return {"table": config["tables"][wildcards.table], "rows": rows, "paper_datasets": columns}
 
 
 def all_tables(wildcards=None):
-    return [f"results/{t}.{ext}" for t in CFG.tables for ext in ("csv", "md")]
+    return [pattern.format(table=t) for t in CFG.tables for pattern in (paths.TABLE_CSV, paths.TABLE_MD)]

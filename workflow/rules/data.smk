@@ -21,10 +21,10 @@ rule prepare_manifest:
     input:
         annotations_of,
     output:
-        images="results/data/{dataset}/images.parquet",
-        texts="results/data/{dataset}/texts.parquet",
-        positives="results/data/{dataset}/positives.parquet",
-        pairs="results/data/{dataset}/pairs.parquet",
+        images=paths.IMAGES_MANIFEST,
+        texts=paths.TEXTS_MANIFEST,
+        positives=paths.POSITIVES_MANIFEST,
+        pairs=paths.PAIRS_MANIFEST,
     params:
         dataset=dataset_params,
     log:

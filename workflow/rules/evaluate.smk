@@ -5,9 +5,9 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        "results/runs/{experiment}/eval/{benchmark}.json",
+        paths.EVALUATION,
     params:
-        benchmark=evaluate_params,
+        evaluation=evaluate_params,
     threads: 2
     log:
         "logs/evaluate/{experiment}/{benchmark}.log",

@@ -3,14 +3,14 @@
 
 rule extract_image_features:
     input:
-        manifest="results/data/{dataset}/images.parquet",
+        manifest=paths.IMAGES_MANIFEST,
         weights=teacher_weights,
     output:
-        "results/features/{dataset}/{teacher}/images-{shard}.h5",
+        paths.IMAGE_SHARD,
     wildcard_constraints:
         teacher=IMAGE_TEACHERS,
     params:
-        features=config["features"],
+        extraction=extraction_params,
     threads: 2
     log:
         "logs/extract_image_features/{dataset}/{teacher}/{shard}.log",
@@ -24,14 +24,14 @@ rule extract_image_features:
 
 rule extract_text_features:
     input:
-        manifest="results/data/{dataset}/texts.parquet",
+        manifest=paths.TEXTS_MANIFEST,
         weights=teacher_weights,
     output:
-        "results/features/{dataset}/{teacher}/texts-{shard}.h5",
+        paths.TEXT_SHARD,
     wildcard_constraints:
         teacher=TEXT_TEACHERS,
     params:
-        features=config["features"],
+        extraction=extraction_params,
     threads: 2
     log:
         "logs/extract_text_features/{dataset}/{teacher}/{shard}.log",

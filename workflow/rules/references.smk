@@ -7,11 +7,11 @@ rule build_references:
     input:
         unpack(references_inputs),
     output:
-        "results/references/{dataset}/{teachers}.h5",
+        paths.REFERENCES,
     wildcard_constraints:
         teachers=TEACHER_PAIRS,
     params:
-        references=config["references"],
+        references=references_params,
     threads: 1
     log:
         "logs/build_references/{dataset}/{teachers}.log",
@@ -25,10 +25,10 @@ rule build_references:
 
 rule build_neighbour_index:
     input:
-        references="results/references/{dataset}/{teachers}.h5",
+        references=paths.REFERENCES,
     output:
-        index="results/references/{dataset}/{teachers}.faiss",
-        neighbours="results/references/{dataset}/{teachers}.neighbours.parquet",
+        index=paths.NEIGHBOUR_INDEX,
+        neighbours=paths.NEIGHBOURS,
     wildcard_constraints:
         teachers=TEACHER_PAIRS,
     params:

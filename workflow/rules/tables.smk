@@ -7,8 +7,8 @@ rule table:
     input:
         table_inputs,
     output:
-        csv="results/{table}.csv",
-        md="results/{table}.md",
+        csv=paths.TABLE_CSV,
+        md=paths.TABLE_MD,
     params:
         table=table_params,
     log:

@@ -5,13 +5,13 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        checkpoint="results/runs/{experiment}/checkpoint.pt",
-        train_log="results/runs/{experiment}/train_log.csv",
+        checkpoint=paths.CHECKPOINT,
+        train_log=paths.TRAIN_LOG,
     params:
         run=train_params,
     threads: 2
     resources:
-        gpu=lambda wildcards: CFG.experiments[wildcards.experiment].gpus,
+        gpu=train_gpus,
     log:
         "logs/train/{experiment}.log",
     benchmark:

@@ -7,6 +7,7 @@ from softref.workflow import rule_context
 
 with rule_context(snakemake) as cfg:
     bm = cfg.benchmarks[snakemake.wildcards.benchmark]
+    ex = cfg.experiments[snakemake.wildcards.experiment]
     result = evaluate_benchmark(
         Path(snakemake.input.checkpoint),
         protocol=bm.protocol,
@@ -18,8 +19,10 @@ with rule_context(snakemake) as cfg:
         dataset=bm.dataset,
         paper_dataset=bm.paper_dataset,
         options=dict(bm.options),
-        refine=bm.refine,
+        refine=bm.refine if ex.refines() and bm.protocol == "person" else None,
         positives=Path(snakemake.input.positives),
         pairs=Path(snakemake.input.pairs),
+        batch_size=cfg.evaluation.batch_size,
+        num_workers=cfg.evaluation.num_workers,
     )
     write_json({"experiment": snakemake.wildcards.experiment, **result}, Path(snakemake.output[0]))

@@ -18,5 +18,4 @@ with rule_context(snakemake) as cfg:
         batch_size=feats.image_batch_size,
         num_workers=feats.num_workers,
         dtype=feats.dtype,
-        store_tokens=feats.store_tokens,
     )

@@ -45,7 +45,6 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +58,6 @@ from softref.data.common import (
     AdapterOutput,
     AnnotationError,
     MissingImagesError,
-    progress_disabled,
     quote,
 )
 from softref.data.folders import read_image_folders, read_sts_pairs
@@ -81,6 +79,8 @@ from softref.data.person import person_adapter
 from softref.data.reed import reed_adapter
 from softref.data.sts import read_senteval_sts
 from softref.data.unimodal import read_cub, read_inaturalist, read_inshop, read_sop
+from softref.files import write_text_atomic
+from softref.runtime import progress_disabled
 
 __all__ = [
     "AnnotationError",
@@ -207,7 +207,7 @@ def _missing_images(root: Path, paths: Sequence[str]) -> list[int]:
     listings: dict[str, set[str]] = {}
     missing: list[int] = []
     for row, rel in enumerate(
-        tqdm(paths, desc="checking images", unit="img", disable=progress_disabled())
+        tqdm(paths, desc="checking images", unit="img", disable=progress_disabled(logger))
     ):
         folder, _, fname = rel.rpartition("/")
         if folder not in listings:
@@ -273,15 +273,7 @@ def load_dataset(
 
 
 def _atomic_write_json(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _empty_table(columns: tuple[str, ...]) -> pd.DataFrame:
@@ -336,88 +328,127 @@ def prepare(
     loaded = load_dataset(
         format, root, annotations=annotations, check_images=check_images, **options
     )
-    root = loaded.root
     out_dir = Path(out_dir)
-    images, texts = loaded.images, loaded.texts
-    # Formats without extra positives or sentence pairs still get both tables, empty.
+    paths = _output_paths(out_dir)
+    tables = _filled_tables(loaded)
+    skipped: dict[str, Any] | None = None
+    if check_images:
+        tables, skipped = _leave_out_missing(loaded, tables, skip_missing, paths)
+
+    # Everything validated: now write.
+    written = _write_manifests(out_dir, tables, paths, skipped if skip_missing else None)
+    images, texts = tables["images"], tables["texts"]
+    result = PrepareResult(
+        format=format,
+        annotations=loaded.annotations,
+        images_path=paths["images"],
+        texts_path=paths["texts"],
+        positives_path=paths["positives"],
+        pairs_path=paths["pairs"],
+        images_per_split=_counts(images),
+        texts_per_split=_counts(texts),
+        identities_per_split=_counts(images, "identity"),
+        skipped_path=paths["skipped"] if skip_missing else None,
+        num_skipped_images=0 if skipped is None else skipped["num_missing_images"],
+        num_skipped_texts=0 if skipped is None else skipped["num_dropped_texts"],
+        paths=tuple(written),
+        num_positives=len(tables["positives"]),
+        pairs_per_task=_counts(tables["pairs"], by="task"),
+    )
+    logger.info(
+        "%s: wrote %s (images per split %s, texts per split %s)",
+        loaded.annotations.name, out_dir, dict(result.images_per_split), dict(result.texts_per_split),
+    )
+    return result
+
+
+# The tables prepare writes, in the order it writes them, and their columns.
+_MANIFESTS: dict[str, tuple[str, ...]] = {
+    "images": IMAGE_COLUMNS,
+    "texts": TEXT_COLUMNS,
+    "positives": POSITIVE_COLUMNS,
+    "pairs": PAIR_COLUMNS,
+}
+
+
+def _output_paths(out_dir: Path) -> dict[str, Path]:
+    """``<table>.parquet`` for each of :data:`_MANIFESTS`, and ``skipped`` (skipped.json)."""
+    paths = {name: out_dir / f"{name}.parquet" for name in _MANIFESTS}
+    paths["skipped"] = out_dir / "skipped.json"
+    return paths
+
+
+def _filled_tables(loaded: LoadedDataset) -> dict[str, pd.DataFrame]:
+    """The four tables of ``loaded``; formats without extra positives or sentence pairs still
+    get both tables, empty."""
     positives = (
         loaded.positives if loaded.positives is not None else _empty_table(POSITIVE_COLUMNS)
     )
     pairs = loaded.pairs if loaded.pairs is not None else _empty_table(PAIR_COLUMNS)
-    images_path = out_dir / "images.parquet"
-    texts_path = out_dir / "texts.parquet"
-    positives_path = out_dir / "positives.parquet"
-    pairs_path = out_dir / "pairs.parquet"
-    skipped_path = out_dir / "skipped.json"
+    return {"images": loaded.images, "texts": loaded.texts, "positives": positives, "pairs": pairs}
+
+
+def _leave_out_missing(
+    loaded: LoadedDataset,
+    tables: Mapping[str, pd.DataFrame],
+    skip_missing: bool,
+    paths: Mapping[str, Path],
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The tables without the images missing on disk and their captions and positives, and
+    the report written as skipped.json; MissingImagesError on a missing image unless
+    ``skip_missing``."""
+    images, texts, positives = tables["images"], tables["texts"], tables["positives"]
     name = loaded.annotations.name
+    gone = loaded.missing
+    if len(gone) and not skip_missing:
+        raise MissingImagesError(
+            f"{name}: {len(gone)} of {len(images)} listed images are "
+            f"missing under {loaded.root}; first: {quote(gone['path'].tolist())} "
+            "(pass skip_missing=True to leave them and their captions out)"
+        )
+    dropped = texts["image_id"].isin(gone["image_id"])
+    skipped = {
+        "format": loaded.format,
+        "annotations": str(loaded.annotations),
+        "root": str(loaded.root),
+        "num_missing_images": len(gone),
+        "num_dropped_texts": int(dropped.sum()),
+        "missing_images": [
+            {"image_id": i, "path": p} for i, p in zip(gone["image_id"], gone["path"])
+        ],
+        "dropped_text_ids": texts["text_id"][dropped].tolist(),
+    }
+    if len(gone):
+        logger.warning(
+            "%s: leaving out %d missing image(s) and %d caption(s); see %s",
+            name, len(gone), int(dropped.sum()), paths["skipped"],
+        )
+        images = images.drop(index=gone.index).reset_index(drop=True)
+        texts = texts[~dropped].reset_index(drop=True)
+        keep = positives["text_id"].isin(texts["text_id"]) & positives["image_id"].isin(
+            images["image_id"]
+        )
+        positives = positives[keep].reset_index(drop=True)
+        validate_pair(images, texts, paths["texts"], positives)
+    return {**tables, "images": images, "texts": texts, "positives": positives}, skipped
 
-    skipped: dict[str, Any] | None = None
-    if check_images:
-        gone = loaded.missing
-        if len(gone) and not skip_missing:
-            raise MissingImagesError(
-                f"{name}: {len(gone)} of {len(images)} listed images are "
-                f"missing under {root}; first: {quote(gone['path'].tolist())} "
-                "(pass skip_missing=True to leave them and their captions out)"
-            )
-        dropped = texts["image_id"].isin(gone["image_id"])
-        skipped = {
-            "format": format,
-            "annotations": str(loaded.annotations),
-            "root": str(root),
-            "num_missing_images": len(gone),
-            "num_dropped_texts": int(dropped.sum()),
-            "missing_images": [
-                {"image_id": i, "path": p} for i, p in zip(gone["image_id"], gone["path"])
-            ],
-            "dropped_text_ids": texts["text_id"][dropped].tolist(),
-        }
-        if len(gone):
-            logger.warning(
-                "%s: leaving out %d missing image(s) and %d caption(s); see %s",
-                name, len(gone), int(dropped.sum()), skipped_path,
-            )
-            images = images.drop(index=gone.index).reset_index(drop=True)
-            texts = texts[~dropped].reset_index(drop=True)
-            keep = positives["text_id"].isin(texts["text_id"]) & positives["image_id"].isin(
-                images["image_id"]
-            )
-            positives = positives[keep].reset_index(drop=True)
-            validate_pair(images, texts, texts_path, positives)
 
-    # Everything validated: now write.
+def _write_manifests(
+    out_dir: Path,
+    tables: Mapping[str, pd.DataFrame],
+    paths: Mapping[str, Path],
+    skipped: dict[str, Any] | None,
+) -> list[Path]:
+    """Write the four tables, and ``skipped`` as skipped.json when given (else remove one left
+    by an earlier run); the paths written, in order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [images_path, texts_path, positives_path, pairs_path]
-    _atomic_write_table(_to_table(images, IMAGE_COLUMNS), images_path)
-    _atomic_write_table(_to_table(texts, TEXT_COLUMNS), texts_path)
-    _atomic_write_table(_to_table(positives, POSITIVE_COLUMNS), positives_path)
-    _atomic_write_table(_to_table(pairs, PAIR_COLUMNS), pairs_path)
-    if skip_missing and skipped is not None:
-        _atomic_write_json(skipped, skipped_path)
-        written.append(skipped_path)
-    elif skipped_path.exists():
-        logger.info("removing %s left by an earlier run", skipped_path)
-        skipped_path.unlink()
-
-    result = PrepareResult(
-        format=format,
-        annotations=loaded.annotations,
-        images_path=images_path,
-        texts_path=texts_path,
-        positives_path=positives_path,
-        pairs_path=pairs_path,
-        images_per_split=_counts(images),
-        texts_per_split=_counts(texts),
-        identities_per_split=_counts(images, "identity"),
-        skipped_path=skipped_path if skip_missing else None,
-        num_skipped_images=0 if skipped is None else skipped["num_missing_images"],
-        num_skipped_texts=0 if skipped is None else skipped["num_dropped_texts"],
-        paths=tuple(written),
-        num_positives=len(positives),
-        pairs_per_task=_counts(pairs, by="task"),
-    )
-    logger.info(
-        "%s: wrote %s (images per split %s, texts per split %s)",
-        name, out_dir, dict(result.images_per_split), dict(result.texts_per_split),
-    )
-    return result
+    written = [paths[name] for name in _MANIFESTS]
+    for name, columns in _MANIFESTS.items():
+        _atomic_write_table(_to_table(tables[name], columns), paths[name])
+    if skipped is not None:
+        _atomic_write_json(skipped, paths["skipped"])
+        written.append(paths["skipped"])
+    elif paths["skipped"].exists():
+        logger.info("removing %s left by an earlier run", paths["skipped"])
+        paths["skipped"].unlink()
+    return written

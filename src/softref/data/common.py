@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+
 __all__ = [
     "AnnotationError",
     "MissingImagesError",
@@ -60,11 +61,6 @@ class AdapterOutput:
 
 
 Adapter = Callable[..., AdapterOutput]
-
-
-def progress_disabled() -> bool:
-    """tqdm bars stay quiet under CI and when the log level hides INFO."""
-    return bool(os.environ.get("CI")) or not logger.isEnabledFor(logging.INFO)
 
 
 def quote(values: Sequence[object]) -> str:

@@ -42,13 +42,13 @@ from softref.data.common import (
     check_splits_option,
     frame,
     join_rel,
-    progress_disabled,
     read_lines,
     relative_to_root,
     resolve_annotations,
     resolve_folder,
 )
 from softref.data.manifest import IMAGE_COLUMNS, PAIR_COLUMNS, SPLITS, TEXT_COLUMNS
+from softref.runtime import progress_disabled
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -166,7 +166,7 @@ def read_image_folders(
                 "one folder per class holding its images"
             )
         for entry in tqdm(classes, desc=f"listing {split}", unit="class",
-                          disable=progress_disabled()):
+                          disable=progress_disabled(logger)):
             if not entry.is_dir():
                 raise AnnotationError(
                     f"image-folders: unexpected file {Path(entry.path)}: a split folder must "

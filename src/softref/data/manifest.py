@@ -24,9 +24,7 @@ then stand for its content in the feature shards' attributes.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -34,6 +32,9 @@ from typing import Literal
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from softref.files import atomic_path, file_sha256
+from softref.names import SPLITS
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -63,7 +64,6 @@ TEXT_COLUMNS: tuple[str, ...] = ("text_id", "image_id", "identity", "caption", "
 POSITIVE_COLUMNS: tuple[str, ...] = ("text_id", "image_id")
 PAIR_COLUMNS: tuple[str, ...] = ("pair_id", "sentence1", "sentence2", "score", "task", "split")
 _PAIR_TEXT_COLUMNS: tuple[str, ...] = ("pair_id", "sentence1", "sentence2", "task", "split")
-SPLITS: tuple[str, ...] = ("train", "val", "test", "query", "gallery")
 
 # Columns that may hold an empty string: captions are kept exactly as annotated.
 _MAY_BE_EMPTY = frozenset({"caption", "sentence1", "sentence2"})
@@ -289,11 +289,7 @@ def validate_pair(
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         # Explicit options so the bytes do not drift with library defaults.
         pq.write_table(
             table,
@@ -303,10 +299,6 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
             use_dictionary=True,
             write_statistics=True,
         )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _column_type(column: str) -> pa.DataType:
@@ -391,15 +383,6 @@ def read_pairs(path: Path) -> pd.DataFrame:
     df = _read_table(path, PAIR_COLUMNS)
     validate_pairs(df, path)
     return df
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shard_rows(num_rows: int, shard: int, num_shards: int) -> tuple[int, int]:

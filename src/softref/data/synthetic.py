@@ -51,6 +51,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from softref.runtime import progress_disabled
+
 __all__ = [
     "PALETTE",
     "COLOURS",
@@ -113,10 +115,6 @@ class Identity:
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream])
-
-
-def _progress_disabled() -> bool:
-    return bool(os.environ.get("CI")) or not logger.isEnabledFor(logging.INFO)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,7 +442,7 @@ def _write_coco(out: Path, identities: Sequence[Identity], split_of: Mapping[int
     rng = _rng(seed, _STREAM_COCO)
     records = []
     sentid = 0
-    for ident in tqdm(identities, desc="demo coco", unit="id", disable=_progress_disabled()):
+    for ident in tqdm(identities, desc="demo coco", unit="id", disable=progress_disabled(logger)):
         for n in range(images_per_identity):
             imgid = len(records)
             filename = f"id{ident.number:04d}_{n}.png"
@@ -477,7 +475,7 @@ def _write_person(out: Path, identities: Sequence[Identity], split_of: Mapping[i
     rng = _rng(seed, _STREAM_PERSON)
     height, width = size
     records = []
-    for ident in tqdm(identities, desc="demo person", unit="id", disable=_progress_disabled()):
+    for ident in tqdm(identities, desc="demo person", unit="id", disable=progress_disabled(logger)):
         for n in range(images_per_identity):
             file_path = f"demo/{ident.number}/{n}.png"
             _save_png(_render_person(ident, height, width, rng), out / "imgs" / file_path)
@@ -496,7 +494,7 @@ def _write_retrieval(out: Path, identities: Sequence[Identity], split_of: Mappin
                      images_per_identity: int, image_size: int, seed: int) -> None:
     rng = _rng(seed, _STREAM_RETRIEVAL)
     for ident in tqdm(identities, desc="demo retrieval", unit="id",
-                      disable=_progress_disabled()):
+                      disable=progress_disabled(logger)):
         folder = out / split_of[ident.number] / f"{ident.number:04d}"
         for n in range(images_per_identity):
             _save_png(_render_scene(ident, image_size, rng), folder / f"{n}.png")

@@ -47,10 +47,9 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from softref.data.manifest import file_sha256, read_images, read_pairs, read_positives, read_texts
+from softref.data.manifest import read_images, read_pairs, read_positives, read_texts
+from softref.evaluate.encode import encode_images, encode_texts
 from softref.evaluate.protocols import (
     ECCV_TOP_K,
     eccv_caption_scores_and_counts,
@@ -64,88 +63,24 @@ from softref.evaluate.protocols import (
     sts_table,
     zero_shot_scores,
 )
-from softref.evaluate.retrieval import (
-    KS,
-    encode_split,
-    evaluate_image_text,
-    load_student,
-    progress_disabled,
-    split_items,
-)
-from softref.train.data import load_rgb
+from softref.evaluate.retrieval import KS, encode_split, image_text_metrics, split_items
+from softref.files import file_sha256
+from softref.models.student import load_student
+from softref.names import PROTOCOL_OPTIONS, PROTOCOLS
+from softref.runtime import default_device
 
 __all__ = ["PROTOCOLS", "PROTOCOL_OPTIONS", "evaluate_benchmark"]
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS: tuple[str, ...] = ("image-text", "eccv", "image-retrieval", "sts", "person", "zero-shot")
-#: The option keys each protocol accepts.
-PROTOCOL_OPTIONS: dict[str, frozenset[str]] = {
-    "image-text": frozenset(),
-    "eccv": frozenset({"relevance", "eccv_dir"}),
-    "image-retrieval": frozenset({"mode"}),
-    "sts": frozenset(),
-    "person": frozenset(),
-    "zero-shot": frozenset({"k"}),
-}
 ECCV_RELEVANCE = ("eccv", "identity")
 RETRIEVAL_MODES = ("leave-one-out", "query-gallery")
 ECCV_METRICS = ("mAP@R", "R-P", "R@1")
 
 
 # ---------------------------------------------------------------------------------------------
-# Encoding
-# ---------------------------------------------------------------------------------------------
-
-
-class _ImagePaths(Dataset):
-    def __init__(self, root: Path, paths: Sequence[str], transform: Any) -> None:
-        self.root, self.paths, self.transform = Path(root), list(paths), transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self.transform(load_rgb(self.root / self.paths[i]))
-
-
-@torch.no_grad()
-def _encode_images(
-    model: torch.nn.Module, root: Path, paths: Sequence[str], *, head: str, batch_size: int,
-    device: torch.device, num_workers: int, desc: str,
-) -> Tensor:
-    """(N, D) L2-normalised float32 CPU embeddings of the images at ``root/paths``."""
-    model.eval()
-    loader = DataLoader(_ImagePaths(root, paths, model.transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
-    parts = [model.encode_image(pixels.to(device), head=head).float().cpu()
-             for pixels in tqdm(loader, desc=desc, disable=progress_disabled(logger), leave=False)]
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def _encode_texts(
-    model: torch.nn.Module, sentences: Sequence[str], *, head: str, batch_size: int, device: torch.device, desc: str
-) -> Tensor:
-    """(N, D) L2-normalised float32 CPU embeddings of ``sentences`` (``model.tokenizer``, then ``encode_text``)."""
-    model.eval()
-    parts = []
-    for start in tqdm(range(0, len(sentences), batch_size), desc=desc, disable=progress_disabled(logger),
-                      leave=False):
-        tokens = model.tokenizer(list(sentences[start : start + batch_size]))
-        parts.append(model.encode_text(tokens.to(device), head=head).float().cpu())
-    return torch.cat(parts)
-
-
-# ---------------------------------------------------------------------------------------------
 # Common parts of the JSON
 # ---------------------------------------------------------------------------------------------
-
-
-def _default_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _common_keys(
@@ -175,7 +110,7 @@ def _common_keys(
 
 def _check_options(protocol: str, options: Mapping[str, Any] | None, benchmark: str) -> dict[str, Any]:
     options = dict(options or {})
-    unknown = sorted(set(options) - PROTOCOL_OPTIONS[protocol])
+    unknown = sorted(set(options) - set(PROTOCOL_OPTIONS[protocol]))
     if unknown:
         raise ValueError(
             f"benchmark {benchmark!r} (protocol {protocol!r}): unknown option(s) {unknown}; "
@@ -275,15 +210,15 @@ def _run_image_retrieval(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: d
     encode = dict(head=head, batch_size=ctx["batch_size"], device=ctx["device"], num_workers=ctx["num_workers"])
     if mode == "leave-one-out":
         rows = _split_rows(images, ctx["split"], path, "image")
-        emb = _encode_images(model, ctx["dataset_root"], rows["path"].tolist(), desc=f"{ctx['split']} images",
+        emb = encode_images(model, ctx["dataset_root"], rows["path"].tolist(), desc=f"{ctx['split']} images",
                              **encode)
         r1 = leave_one_out_r1(emb.to(ctx["device"]), rows["identity"].tolist())
         out = {"mode": mode, "num_images": len(rows), "num_classes": int(rows["identity"].nunique())}
     else:
         query = _split_rows(images, "query", path, "image")
         gallery = _split_rows(images, "gallery", path, "image")
-        query_emb = _encode_images(model, ctx["dataset_root"], query["path"].tolist(), desc="query images", **encode)
-        gallery_emb = _encode_images(model, ctx["dataset_root"], gallery["path"].tolist(), desc="gallery images",
+        query_emb = encode_images(model, ctx["dataset_root"], query["path"].tolist(), desc="query images", **encode)
+        gallery_emb = encode_images(model, ctx["dataset_root"], gallery["path"].tolist(), desc="gallery images",
                                      **encode)
         r1 = query_gallery_r1(query_emb.to(ctx["device"]), query["identity"].tolist(),
                               gallery_emb.to(ctx["device"]), gallery["identity"].tolist())
@@ -301,7 +236,7 @@ def _run_sts(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any
     sentences = list(dict.fromkeys(pairs["sentence1"].tolist() + pairs["sentence2"].tolist()))
     position = {s: i for i, s in enumerate(sentences)}
     head = unimodal_head(ckpt)
-    emb = _encode_texts(model, sentences, head=head, batch_size=ctx["batch_size"], device=ctx["device"],
+    emb = encode_texts(model, sentences, head=head, batch_size=ctx["batch_size"], device=ctx["device"],
                         desc=f"{ctx['split']} sentences")
     emb1 = emb[torch.as_tensor([position[s] for s in pairs["sentence1"]])]
     emb2 = emb[torch.as_tensor([position[s] for s in pairs["sentence2"]])]
@@ -325,14 +260,19 @@ def bank_was_trained(ckpt: Mapping[str, Any]) -> bool:
     return bool(config.get("global_fusion", True) or config.get("local_reconstruction", True))
 
 
-def _reference_bank(ckpt: Mapping[str, Any], checkpoint: Path, dim: int) -> Tensor | None:
+def _reference_bank(ckpt: Mapping[str, Any], ctx: Mapping[str, Any], dim: int) -> Tensor:
+    """The student's trained reference bank for refinement; an error naming the benchmark and the
+    checkpoint when the benchmark asks for refinement and the student has none to give."""
+    checkpoint, benchmark = ctx["checkpoint"], ctx["benchmark"]
     head = ckpt.get("mmref_head")
+    asked = f"benchmark {benchmark!r} is asked for the refined variant (the experiment has mmref.refine)"
     if not isinstance(head, Mapping) or "bank" not in head:
-        return None
+        raise ValueError(f"{asked}, but {checkpoint} has no reference bank (mmref_head['bank']): only mmref "
+                         f"students have one; evaluate this experiment on a benchmark without refine")
     if not bank_was_trained(ckpt):
-        logger.info("%s: its reference bank was never trained (global_fusion and local_reconstruction off): "
-                    "no refined variant", checkpoint)
-        return None
+        raise ValueError(f"{asked}, but the reference bank of {checkpoint} was never trained (its experiment "
+                         f"turns off both mmref.global_fusion and mmref.local_reconstruction); evaluate it on a "
+                         f"benchmark without refine")
     bank = head["bank"]
     if not isinstance(bank, Tensor) or bank.ndim != 2 or bank.shape[1] != dim or bank.shape[0] == 0:
         found = tuple(bank.shape) if isinstance(bank, Tensor) else type(bank).__name__
@@ -340,21 +280,26 @@ def _reference_bank(ckpt: Mapping[str, Any], checkpoint: Path, dim: int) -> Tens
     return bank.float()
 
 
+def _run_image_text(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    items, image_emb, text_emb = _encoded_split(model, ctx)
+    found = image_text_metrics(image_emb.to(ctx["device"]), text_emb.to(ctx["device"]), items.relevant())
+    rows = [metric_row(ctx["row_dataset"], d, f"R@{k}", found[d][f"R@{k}"]) for d in ("i2t", "t2i") for k in KS]
+    rows.append(metric_row(ctx["row_dataset"], "both", "RSUM", found["rsum"]))
+    # Table 1's top-level keys (i2t, t2i, rsum) beside the metric rows every protocol has.
+    return {"num_images": items.num_images, "num_texts": items.num_texts, **found, "metrics": rows}
+
+
 def _run_person(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     items, image_emb, text_emb = _encoded_split(model, ctx)
     image_labels, text_labels = _split_labels(items, ctx)
-    bank = _reference_bank(ckpt, ctx["checkpoint"], int(image_emb.shape[1]))
     refine = ctx["refine"]
-    if refine is not None and bank is None:
-        logger.info("%s: the refined variant is skipped because the student has no trained reference bank "
-                    "(%s)", ctx["benchmark"], ctx["checkpoint"])
-        refine = None
+    bank = None if refine is None else _reference_bank(ckpt, ctx, int(image_emb.shape[1]))
     device = ctx["device"]
     rows = person_scores(
         text_emb.to(device), text_labels, image_emb.to(device), image_labels,
-        references=None if refine is None else bank.to(device), refine=refine, dataset=ctx["row_dataset"],
+        references=None if bank is None else bank.to(device), refine=refine, dataset=ctx["row_dataset"],
     )
-    out: dict[str, Any] = {
+    return {
         "num_queries": items.num_texts,
         "num_gallery": items.num_images,
         "num_identities": len(set(image_labels)),
@@ -362,9 +307,6 @@ def _run_person(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, 
         "refine": None if refine is None else refine_parameters(refine),
         "metrics": rows,
     }
-    return out
-
-
 def _run_zero_shot(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     k = ctx["options"].get("k", 50)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -390,6 +332,7 @@ def _run_zero_shot(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[st
 
 
 _RUNNERS = {
+    "image-text": _run_image_text,
     "eccv": _run_eccv,
     "image-retrieval": _run_image_retrieval,
     "sts": _run_sts,
@@ -443,31 +386,6 @@ def evaluate_benchmark(
     if protocol not in PROTOCOLS:
         raise ValueError(f"benchmark {benchmark!r}: unknown protocol {protocol!r}; known: {list(PROTOCOLS)}")
     checkpoint = Path(checkpoint)
-    opts = _check_options(protocol, options, benchmark)
-    device = _default_device(device)
-    row_dataset = paper_dataset if paper_dataset else benchmark
-    logger.info("evaluating %s on %s (%s, split %r)", checkpoint, benchmark, protocol, split)
-
-    if protocol == "image-text":
-        result = evaluate_image_text(
-            checkpoint, Path(dataset_root), Path(images_manifest), Path(texts_manifest), split,
-            batch_size=batch_size, device=device, benchmark=benchmark, num_workers=num_workers,
-        )
-        from softref.train.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(checkpoint, map_location="cpu", required=("config",))
-        rows = [
-            metric_row(row_dataset, direction, f"R@{k}", result[direction][f"R@{k}"])
-            for direction in ("i2t", "t2i")
-            for k in KS
-        ]
-        rows.append(metric_row(row_dataset, "both", "RSUM", result["rsum"]))
-        result.update(_common_keys(ckpt, checkpoint, benchmark=benchmark, protocol=protocol, split=split,
-                                   dataset=dataset, paper_dataset=paper_dataset))
-        result["metrics"] = rows
-        return result
-
-    model, ckpt = load_student(checkpoint, device)
     ctx = {
         "checkpoint": checkpoint,
         "benchmark": benchmark,
@@ -475,15 +393,17 @@ def evaluate_benchmark(
         "images_manifest": Path(images_manifest),
         "texts_manifest": Path(texts_manifest),
         "split": split,
-        "options": opts,
+        "options": _check_options(protocol, options, benchmark),
         "refine": refine,
         "positives": None if positives is None else Path(positives),
         "pairs": None if pairs is None else Path(pairs),
         "batch_size": int(batch_size),
-        "device": device,
+        "device": default_device(device),
         "num_workers": int(num_workers),
-        "row_dataset": row_dataset,
+        "row_dataset": paper_dataset if paper_dataset else benchmark,
     }
+    logger.info("evaluating %s on %s (%s, split %r)", checkpoint, benchmark, protocol, split)
+    model, ckpt = load_student(checkpoint, ctx["device"])
     result = _common_keys(ckpt, checkpoint, benchmark=benchmark, protocol=protocol, split=split, dataset=dataset,
                           paper_dataset=paper_dataset)
     result.update(_RUNNERS[protocol](model, ckpt, ctx))

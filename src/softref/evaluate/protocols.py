@@ -37,6 +37,7 @@ from torch import Tensor
 
 from softref.evaluate.metrics import CHUNK_ELEMENTS, cmc_map_minp, map_at_r, r_precision, recall_at_k
 from softref.evaluate.refine import refine_scores
+from softref.runtime import progress_disabled
 
 __all__ = [
     "ECCV_TOP_K",
@@ -77,10 +78,6 @@ ECCV_PACKAGE_FILES = (
 STS_YEAR_NAMES = ("STS12", "STS13", "STS14", "STS15", "STS16")
 _STS_SINGLE = {"STSBenchmark": "stsb", "SICK-R": "sickr"}
 _PERSON_METRICS = ("R@1", "R@5", "R@10", "mAP", "mINP")
-
-
-def _progress_disabled() -> bool:
-    return bool(os.environ.get("CI")) or not logger.isEnabledFor(logging.INFO)
 
 
 def metric_row(dataset: str, direction: str, metric: str, value: float, variant: str = "") -> dict[str, Any]:
@@ -304,7 +301,7 @@ def eccv_caption_scores_and_counts(
         counts[direction] = len(rows)
 
     # The package always draws a progress bar on stderr; keep it quiet where softref's are.
-    quiet = contextlib.redirect_stderr(io.StringIO()) if _progress_disabled() else contextlib.nullcontext()
+    quiet = contextlib.redirect_stderr(io.StringIO()) if progress_disabled(logger) else contextlib.nullcontext()
     with quiet:
         raw = metrics.eccv_metrics(retrieved, "all")
     names = {"eccv_map_at_r": "mAP@R", "eccv_rprecision": "R-P", "eccv_r1": "R@1"}

@@ -95,6 +95,14 @@ def _check_profile_args(num_references: int, k: int, tau: float) -> None:
         raise ValueError(f"tau must be a positive finite number, got {tau}")
 
 
+def _chunk_rows(width: int, chunk_size: int | None) -> int:
+    """Rows per block: ``chunk_size``, or as many rows of ``width`` as CHUNK_ELEMENTS holds."""
+    step = max(1, CHUNK_ELEMENTS // max(1, width)) if chunk_size is None else int(chunk_size)
+    if step < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    return step
+
+
 def top_reference_profiles(
     emb: Any,
     references: Any,
@@ -123,9 +131,7 @@ def top_reference_profiles(
     _check_profile_args(num_refs, k, tau)
     dtype = torch.float64 if e.dtype == torch.float64 else torch.float32
     r = _unit_rows(r).to(dtype)
-    step = max(1, CHUNK_ELEMENTS // max(1, num_refs)) if chunk_size is None else int(chunk_size)
-    if step < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    step = _chunk_rows(num_refs, chunk_size)
     indices = torch.empty(e.shape[0], int(k), dtype=torch.int64, device=e.device)
     weights = torch.empty(e.shape[0], int(k), dtype=dtype, device=e.device)
     for start in range(0, e.shape[0], step):
@@ -228,6 +234,32 @@ def refine_scores(
         >>> bool((np.argsort(-out, axis=1, kind="stable") == np.argsort(-s, axis=1, kind="stable")).all())
         True
     """
+    s_all, q, g, r = _refine_inputs(scores, query_emb, gallery_emb, references, k, tau, top_k, lam)
+    num_queries, num_gallery = (int(n) for n in s_all.shape)
+    top = min(int(top_k), num_gallery)
+
+    gallery = top_reference_profiles(g, r, k, tau)
+    queries = top_reference_profiles(q, r, k, tau)
+    g_idx, g_w = gallery.indices, gallery.unit_weights().to(torch.float64)
+    q_idx, q_w = queries.indices, queries.unit_weights().to(torch.float64)
+    num_refs = gallery.num_references
+
+    step = _chunk_rows(max(num_gallery, num_refs, top * int(k)), chunk_size)
+    out = torch.empty(num_queries, num_gallery, dtype=torch.float64, device=s_all.device)
+    for start in range(0, num_queries, step):
+        stop = min(num_queries, start + step)
+        out[start:stop] = _refine_block(
+            s_all[start:stop], start, q_idx[start:stop], q_w[start:stop], g_idx, g_w, num_refs, top, lam
+        )
+    if isinstance(scores, np.ndarray):
+        return out.cpu().numpy()
+    return out
+
+
+def _refine_inputs(
+    scores: Any, query_emb: Any, gallery_emb: Any, references: Any, k: int, tau: float, top_k: int, lam: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The arguments of :func:`refine_scores` checked, as matrices on the device of ``scores``."""
     s_all = _tensor(scores, "scores")
     device = s_all.device
     num_queries, num_gallery = (int(n) for n in s_all.shape)
@@ -244,43 +276,41 @@ def refine_scores(
     if not math.isfinite(float(lam)):
         raise ValueError(f"lam must be finite, got {lam}")
     _check_profile_args(int(r.shape[0]), k, tau)
-    top = min(int(top_k), num_gallery)
+    return s_all, q, g, r
 
-    gallery = top_reference_profiles(g, r, k, tau)
-    queries = top_reference_profiles(q, r, k, tau)
-    g_idx, g_w = gallery.indices, gallery.unit_weights().to(torch.float64)
-    q_idx, q_w = queries.indices, queries.unit_weights().to(torch.float64)
-    num_refs = gallery.num_references
 
-    width = max(num_gallery, num_refs, top * int(k))
-    step = max(1, CHUNK_ELEMENTS // width) if chunk_size is None else int(chunk_size)
-    if step < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    out = torch.empty(num_queries, num_gallery, dtype=torch.float64, device=device)
-    for start in range(0, num_queries, step):
-        stop = min(num_queries, start + step)
-        c = stop - start
-        s = s_all[start:stop]
-        if s.dtype != torch.float64:
-            s = s.float()  # exact for half precision and for float32 itself
-        low, high = torch.aminmax(s, dim=1)  # NaN propagates, inf shows at an end
-        finite = torch.isfinite(low) & torch.isfinite(high)
-        if not bool(finite.all()):
-            row = start + int(torch.nonzero(~finite)[0])
-            raise ValueError(f"scores: row {row} holds NaN/inf; expected finite scores")
-        positions, rest_max = _stable_top_k(s, top)
-        # S_ref of the selected pairs: the query's dense profile read at the gallery profiles' entries.
-        q_dense = torch.zeros(c, num_refs, dtype=torch.float64, device=device)
-        q_dense.scatter_(1, q_idx[start:stop], q_w[start:stop])
-        sel_idx = g_idx[positions]  # (c, K, k)
-        s_ref = (torch.gather(q_dense, 1, sel_idx.reshape(c, -1)).view(c, top, -1) * g_w[positions]).sum(dim=2)
-        refined = torch.gather(s, 1, positions).to(torch.float64) + float(lam) * s_ref
-        block = s.to(torch.float64, copy=True)  # never write into the caller's scores
-        if top < num_gallery:
-            # A monotone shift: the rest keep their order and end at least 1 below the re-ranked.
-            block += (refined.amin(dim=1) - rest_max - 1.0)[:, None]
-        block.scatter_(1, positions, refined)
-        out[start:stop] = block
-    if isinstance(scores, np.ndarray):
-        return out.cpu().numpy()
-    return out
+def _refine_block(
+    s: Tensor,
+    start: int,
+    q_idx: Tensor,
+    q_w: Tensor,
+    g_idx: Tensor,
+    g_w: Tensor,
+    num_refs: int,
+    top: int,
+    lam: float,
+) -> Tensor:
+    """Refined float64 scores of the queries ``start : start + len(s)``, whose initial scores
+    are ``s`` and profiles ``(q_idx, q_w)``; ``(g_idx, g_w)`` are the whole gallery's."""
+    c, num_gallery = s.shape
+    device = s.device
+    if s.dtype != torch.float64:
+        s = s.float()  # exact for half precision and for float32 itself
+    low, high = torch.aminmax(s, dim=1)  # NaN propagates, inf shows at an end
+    finite = torch.isfinite(low) & torch.isfinite(high)
+    if not bool(finite.all()):
+        row = start + int(torch.nonzero(~finite)[0])
+        raise ValueError(f"scores: row {row} holds NaN/inf; expected finite scores")
+    positions, rest_max = _stable_top_k(s, top)
+    # S_ref of the selected pairs: the query's dense profile read at the gallery profiles' entries.
+    q_dense = torch.zeros(c, num_refs, dtype=torch.float64, device=device)
+    q_dense.scatter_(1, q_idx, q_w)
+    sel_idx = g_idx[positions]  # (c, K, k)
+    s_ref = (torch.gather(q_dense, 1, sel_idx.reshape(c, -1)).view(c, top, -1) * g_w[positions]).sum(dim=2)
+    refined = torch.gather(s, 1, positions).to(torch.float64) + float(lam) * s_ref
+    block = s.to(torch.float64, copy=True)  # never write into the caller's scores
+    if top < num_gallery:
+        # A monotone shift: the rest keep their order and end at least 1 below the re-ranked.
+        block += (refined.amin(dim=1) - rest_max - 1.0)[:, None]
+    block.scatter_(1, positions, refined)
+    return block

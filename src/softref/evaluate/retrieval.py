@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from softref.atomic import write_text_atomic
-from softref.data.manifest import file_sha256, read_images, read_texts
+from softref.data.manifest import read_images, read_texts
+from softref.evaluate.encode import encode_images, encode_texts
 from softref.evaluate.metrics import recall_at_k
-from softref.train.data import load_rgb
+from softref.files import file_sha256, write_text_atomic
+from softref.models.student import load_student
+from softref.runtime import default_device
 
 __all__ = [
     "KS",
@@ -35,20 +34,13 @@ __all__ = [
     "split_items",
     "encode_split",
     "image_text_metrics",
-    "load_student",
     "evaluate_image_text",
     "write_json",
-    "progress_disabled",
 ]
 
 logger = logging.getLogger(__name__)
 
 KS: tuple[int, ...] = (1, 5, 10)
-
-
-def progress_disabled(log: logging.Logger = logger) -> bool:
-    """Progress bars are off under CI (env CI set) and when the log level is above INFO."""
-    return bool(os.environ.get("CI")) or not log.isEnabledFor(logging.INFO)
 
 
 @dataclass(frozen=True)
@@ -135,17 +127,6 @@ def split_items(images_manifest: Path, texts_manifest: Path, split: str) -> Spli
     )
 
 
-class _ImageFiles(Dataset):
-    def __init__(self, root: Path, paths: tuple[str, ...], transform: Callable[..., Tensor]) -> None:
-        self.root, self.paths, self.transform = Path(root), paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self.transform(load_rgb(self.root / self.paths[i]))
-
-
 @torch.no_grad()
 def encode_split(
     model: torch.nn.Module,
@@ -161,28 +142,14 @@ def encode_split(
     """Encode the split's images and captions: ((I, D), (T, D)) L2-normalised float32 on CPU.
 
     ``model`` is a :class:`~softref.models.student.Student` (its ``transform``,
-    ``tokenizer``, ``encode_image`` and ``encode_text`` are used); it is put in eval mode and
+    ``tokenize``, ``encode_image`` and ``encode_text`` are used); it is put in eval mode and
     left there.
     """
-    device = torch.device(device)
-    model.eval()
-    disable = progress_disabled()
-    loader = DataLoader(
-        _ImageFiles(Path(dataset_root), items.image_paths, model.transform),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-    )
-    image_parts = []
-    for pixels in tqdm(loader, desc=f"{desc} images".strip(), disable=disable, leave=False):
-        image_parts.append(model.encode_image(pixels.to(device), head=head).float().cpu())
-    text_parts = []
-    for start in tqdm(
-        range(0, items.num_texts, batch_size), desc=f"{desc} captions".strip(), disable=disable, leave=False
-    ):
-        tokens = model.tokenizer(list(items.captions[start : start + batch_size]))
-        text_parts.append(model.encode_text(tokens.to(device), head=head).float().cpu())
-    return torch.cat(image_parts), torch.cat(text_parts)
+    image_emb = encode_images(model, Path(dataset_root), items.image_paths, head=head, batch_size=batch_size,
+                              device=device, num_workers=num_workers, desc=f"{desc} images".strip())
+    text_emb = encode_texts(model, items.captions, head=head, batch_size=batch_size, device=device,
+                            desc=f"{desc} captions".strip())
+    return image_emb, text_emb
 
 
 def image_text_metrics(image_emb: Tensor, text_emb: Tensor, relevant: np.ndarray | Tensor) -> dict[str, Any]:
@@ -202,39 +169,6 @@ def image_text_metrics(image_emb: Tensor, text_emb: Tensor, relevant: np.ndarray
     }
     result["rsum"] = float(sum(result["i2t"].values()) + sum(result["t2i"].values()))
     return result
-
-
-def load_student(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the student stored in a selected-model checkpoint; returns (model in eval mode, checkpoint).
-
-    The architecture comes from the checkpoint's ``config["student"]``; the weights come from
-    its ``model`` state dict (pretrained weights are not needed: the state dict holds them).
-    """
-    from softref.models.student import Student
-    from softref.train.checkpoint import CheckpointError, load_checkpoint
-
-    ckpt = load_checkpoint(Path(checkpoint), map_location="cpu", required=("model", "config"))
-    student = ckpt["config"].get("student") if isinstance(ckpt["config"], dict) else None
-    if not isinstance(student, dict) or "architecture" not in student:
-        raise CheckpointError(
-            f"{checkpoint}: config['student']['architecture'] expected, found config keys "
-            f"{sorted(ckpt['config']) if isinstance(ckpt['config'], dict) else type(ckpt['config']).__name__}"
-        )
-    model = Student(student["architecture"], None)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{checkpoint}: its model state does not fit a {student['architecture']!r} student ({err})"
-        ) from err
-    model.to(device).eval()
-    return model, ckpt
-
-
-def _default_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def evaluate_image_text(
@@ -268,7 +202,7 @@ def evaluate_image_text(
         selected_epoch, and the experiment, student and method of the checkpoint.
     """
     checkpoint = Path(checkpoint)
-    device = _default_device(device)
+    device = default_device(device)
     model, ckpt = load_student(checkpoint, device)
     items = split_items(Path(images_manifest), Path(texts_manifest), split)
     logger.info(

@@ -24,12 +24,12 @@ from tqdm.auto import tqdm
 
 from softref.data.manifest import file_sha256, read_images, read_texts, shard_rows
 from softref.features.shards import ShardError, ShardWriter
+from softref.runtime import progress_disabled
 
 __all__ = [
     "ImageReadError",
     "extract_image_features",
     "extract_text_features",
-    "progress_disabled",
 ]
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,6 @@ _SHOW = 5
 
 class ImageReadError(ValueError):
     """An image listed in a manifest cannot be decoded."""
-
-
-def progress_disabled(logger: logging.Logger = log) -> bool:
-    """Progress bars are off under CI and when the log level hides INFO."""
-    return bool(os.environ.get("CI")) or not logger.isEnabledFor(logging.INFO)
 
 
 class _ImageFiles(Dataset):
@@ -174,7 +169,7 @@ def extract_image_features(
     ) as writer:
         done = 0
         with tqdm(total=len(ids), desc=f"{teacher.name} images-{shard}", unit="img",
-                  disable=progress_disabled()) as bar:
+                  disable=progress_disabled(log)) as bar:
             for pixels, index, errors in loader:
                 if errors:
                     more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
@@ -226,7 +221,7 @@ def extract_text_features(
         out, num_rows=len(ids), dim=int(teacher.dim), dtype=dtype, attrs=attrs
     ) as writer:
         with tqdm(total=len(ids), desc=f"{teacher.name} texts-{shard}", unit="text",
-                  disable=progress_disabled()) as bar:
+                  disable=progress_disabled(log)) as bar:
             for a in range(0, len(ids), TEXT_CHUNK):
                 chunk = captions[a : a + TEXT_CHUNK]
                 features = teacher.encode(chunk, batch_size=batch_size, show_progress=False)

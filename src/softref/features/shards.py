@@ -20,7 +20,6 @@ that looks complete.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import h5py
 import numpy as np
 
 from softref import __version__
+from softref.files import TMP_MARKER, publish, remove_stale_temporaries, temporary_name
 
 __all__ = [
     "SHARD_ATTRS",
@@ -39,6 +39,7 @@ __all__ = [
     "MODALITIES",
     "TMP_MARKER",
     "ShardError",
+    "attrs_equal",
     "ShardWriter",
     "chunk_rows",
     "read_rows",
@@ -79,7 +80,6 @@ CONSISTENT_ATTRS: tuple[str, ...] = (
     "modality",
 )
 
-TMP_MARKER = ".tmp-"
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 # Target bytes per chunk. Random single-row reads cost about the same for chunks of 1 to ~40
 # rows while the page cache is warm (measured: 128 random rows of a 20000 x 1280 float16
@@ -251,13 +251,14 @@ class ShardWriter:
         self.dtype = dtype
         self.attrs = dict(attrs)
         self.token_shape = None if token_shape is None else tuple(int(x) for x in token_shape)
-        self.tmp_path = self.path.with_name(f"{self.path.name}{TMP_MARKER}{os.getpid()}")
+        self.tmp_path = temporary_name(self.path)
         self._file: h5py.File | None = None
         self._written: np.ndarray | None = None
 
     # -- context management ---------------------------------------------------------------
     def __enter__(self) -> ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
         np_dtype = _DTYPES[self.dtype]
         self._file = h5py.File(self.tmp_path, "w")
         try:
@@ -340,7 +341,7 @@ class ShardWriter:
         self._file.attrs["complete"] = True
         self._file.close()
         self._file = None
-        os.replace(self.tmp_path, self.path)
+        publish(self.tmp_path, self.path)
 
     # -- writing ---------------------------------------------------------------------------
     def _check_finite(self, name: str, values: np.ndarray, ids: Sequence[str], start: int) -> None:
@@ -412,3 +413,13 @@ class ShardWriter:
         self._file["ids"][start:stop] = np.array(ids, dtype=object)
         self._file["features"][start:stop] = features
         self._written[start:stop] = True
+
+
+def attrs_equal(found: Any, expected: Any) -> bool:
+    """Attribute equality across numpy and Python scalars; a bool never equals an int."""
+    bools = (bool, np.bool_)
+    if isinstance(expected, bools) or isinstance(found, bools):
+        return isinstance(found, bools) and isinstance(expected, bools) and bool(found) == bool(expected)
+    if isinstance(expected, (int, np.integer)) and isinstance(found, (int, np.integer)):
+        return int(found) == int(expected)
+    return found == expected

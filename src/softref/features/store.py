@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from softref.features.shards import (
+    attrs_equal,
     CONSISTENT_ATTRS,
     MODALITIES,
     TMP_MARKER,
@@ -159,7 +160,7 @@ class FeatureStore:
                 raise ShardError(f"{path}: attr {key!r} missing; found attrs {sorted(attrs)}")
         for key, value in (expect or {}).items():
             found = attrs.get(key, "<missing>")
-            if not _same(found, value):
+            if not attrs_equal(found, value):
                 raise ShardError(
                     f"{path}: attr {key!r} expected {value!r}, found {found!r}"
                 )
@@ -170,7 +171,7 @@ class FeatureStore:
         first = metas[0]
         for path, meta in zip(paths[1:], metas[1:]):
             for key in CONSISTENT_ATTRS:
-                if not _same(meta[key], first[key]):
+                if not attrs_equal(meta[key], first[key]):
                     raise ShardError(
                         f"{path}: attr {key!r} expected {first[key]!r} (as in {paths[0]}), "
                         f"found {meta[key]!r}; all shards of a store must agree"
@@ -330,13 +331,3 @@ class FeatureStore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._pid = os.getpid()
-
-
-def _same(found: Any, expected: Any) -> bool:
-    """Attribute equality across numpy and Python scalars; a bool never equals an int."""
-    bools = (bool, np.bool_)
-    if isinstance(expected, bools) or isinstance(found, bools):
-        return isinstance(found, bools) and isinstance(expected, bools) and bool(found) == bool(expected)
-    if isinstance(expected, (int, np.integer)) and isinstance(found, (int, np.integer)):
-        return int(found) == int(expected)
-    return found == expected

@@ -41,6 +41,28 @@ def _soft_cross_entropy(logits: Tensor, targets: Tensor, public_code_weighting: 
     return loss
 
 
+def _positives(positives: Tensor | None, num_images: int, num_texts: int, device: torch.device) -> Tensor:
+    """The (B_I, B_T) bool positives: the diagonal for None; checked (shape, a positive per row and column)."""
+    if positives is None:
+        if num_images != num_texts:
+            raise ValueError(
+                f"positives=None means the diagonal, which needs as many images as texts: "
+                f"found {num_images} images and {num_texts} texts"
+            )
+        return torch.eye(num_images, dtype=torch.bool, device=device)
+    if tuple(positives.shape) != (num_images, num_texts):
+        raise ValueError(f"positives: expected shape ({num_images}, {num_texts}), found {tuple(positives.shape)}")
+    positives = positives.to(device=device, dtype=torch.bool)
+    empty_rows = int((~positives.any(dim=1)).sum())
+    empty_cols = int((~positives.any(dim=0)).sum())
+    if empty_rows or empty_cols:
+        raise ValueError(
+            f"positives: every image and every text needs at least one positive; found "
+            f"{empty_rows} image row(s) and {empty_cols} text column(s) without any"
+        )
+    return positives
+
+
 def contrastive_loss(
     image_emb: Tensor,
     text_emb: Tensor,
@@ -92,28 +114,7 @@ def contrastive_loss(
             f"image_emb and text_emb must share the embedding dim: found {image_emb.shape[1]} "
             f"and {text_emb.shape[1]}"
         )
-    num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
-    if positives is None:
-        if num_images != num_texts:
-            raise ValueError(
-                f"positives=None means the diagonal, which needs as many images as texts: "
-                f"found {num_images} images and {num_texts} texts"
-            )
-        positives = torch.eye(num_images, dtype=torch.bool, device=image_emb.device)
-    else:
-        if tuple(positives.shape) != (num_images, num_texts):
-            raise ValueError(
-                f"positives: expected shape ({num_images}, {num_texts}), found {tuple(positives.shape)}"
-            )
-        positives = positives.to(device=image_emb.device, dtype=torch.bool)
-        empty_rows = int((~positives.any(dim=1)).sum())
-        empty_cols = int((~positives.any(dim=0)).sum())
-        if empty_rows or empty_cols:
-            raise ValueError(
-                f"positives: every image and every text needs at least one positive; found "
-                f"{empty_rows} image row(s) and {empty_cols} text column(s) without any"
-            )
-
+    positives = _positives(positives, image_emb.shape[0], text_emb.shape[0], image_emb.device)
     dtype = _compute_dtype(image_emb, text_emb)
     img = F.normalize(image_emb.to(dtype), dim=-1)
     txt = F.normalize(text_emb.to(dtype), dim=-1)

@@ -14,16 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from softref.losses.contrastive import _check_embeddings, _compute_dtype, contrastive_loss
+from softref.names import CUSA_TERMS
 
 __all__ = ["CUSA_METHODS", "csa_loss", "usa_loss", "cusa_objective"]
 
 #: Training objectives of the CUSA ablation (paper Table 5): which terms enter the total.
-CUSA_METHODS: dict[str, tuple[str, ...]] = {
-    "base": ("itr",),
-    "csa": ("itr", "csa"),
-    "usa": ("itr", "usa"),
-    "cusa": ("itr", "csa", "usa"),
-}
+CUSA_METHODS: dict[str, tuple[str, ...]] = CUSA_TERMS
 
 
 def _teacher_log_probs(teacher: Tensor, name: str, batch: int, teacher_tau: float, like: Tensor) -> Tensor:
@@ -162,14 +158,31 @@ def usa_loss(
     return (loss_image + loss_text) / 2
 
 
+def _method_terms(method: str, teacher_image: Tensor | None, teacher_text: Tensor | None) -> tuple[str, ...]:
+    """The terms of ``method``; an error for an unknown method or soft labels without teachers."""
+    if method not in CUSA_METHODS:
+        raise ValueError(f"unknown CUSA method {method!r}; expected one of {sorted(CUSA_METHODS)}")
+    terms = CUSA_METHODS[method]
+    if ("csa" in terms or "usa" in terms) and (teacher_image is None or teacher_text is None):
+        raise ValueError(
+            f"cusa_objective: method {method!r} needs teacher_image and teacher_text, found "
+            f"teacher_image={'None' if teacher_image is None else 'tensor'}, "
+            f"teacher_text={'None' if teacher_text is None else 'tensor'}"
+        )
+    return terms
+
+
 def cusa_objective(
     out: Mapping[str, Tensor],
     teacher_image: Tensor | None,
     teacher_text: Tensor | None,
     positives: Tensor | None,
     method: str,
+    *,
     alpha: float = 0.10,
     beta: float = 0.50,
+    teacher_tau: float = 1.0,
+    public_code_weighting: bool = False,
 ) -> dict[str, Tensor]:
     r"""The CUSA training objective and its named terms.
 
@@ -191,6 +204,9 @@ def cusa_objective(
         method: one of "base", "csa", "usa", "cusa".
         alpha: weight of CSA (0.10 for CLIP in the paper).
         beta: weight of USA (0.50 for CLIP in the paper).
+        teacher_tau: temperature of the teachers' similarity softmax (1.0 in the paper).
+        public_code_weighting: divide the contrastive term by its row length as the public
+            CUSA code does (see :func:`softref.losses.contrastive_loss`).
 
     Returns:
         dict with "itr", "csa" / "usa" when used by the method, and "total".
@@ -205,31 +221,27 @@ def cusa_objective(
         >>> sorted(terms)
         ['csa', 'itr', 'total', 'usa']
     """
-    if method not in CUSA_METHODS:
-        raise ValueError(f"unknown CUSA method {method!r}; expected one of {sorted(CUSA_METHODS)}")
-    terms = CUSA_METHODS[method]
+    terms = _method_terms(method, teacher_image, teacher_text)
 
     def need(key: str) -> Tensor:
         if key not in out:
             raise KeyError(f"cusa_objective: method {method!r} needs out[{key!r}], found keys {sorted(out)}")
         return out[key]
 
-    if ("csa" in terms or "usa" in terms) and (teacher_image is None or teacher_text is None):
-        raise ValueError(
-            f"cusa_objective: method {method!r} needs teacher_image and teacher_text, found "
-            f"teacher_image={'None' if teacher_image is None else 'tensor'}, "
-            f"teacher_text={'None' if teacher_text is None else 'tensor'}"
-        )
-
     result: dict[str, Tensor] = {}
-    result["itr"] = contrastive_loss(need("image_emb"), need("text_emb"), need("tau"), positives)
+    result["itr"] = contrastive_loss(
+        need("image_emb"), need("text_emb"), need("tau"), positives, public_code_weighting=public_code_weighting
+    )
     total = result["itr"]
     if "csa" in terms:
-        result["csa"] = csa_loss(need("image_emb"), need("text_emb"), teacher_image, teacher_text, need("tau_c"))
+        result["csa"] = csa_loss(
+            need("image_emb"), need("text_emb"), teacher_image, teacher_text, need("tau_c"), teacher_tau=teacher_tau
+        )
         total = total + alpha * result["csa"]
     if "usa" in terms:
         result["usa"] = usa_loss(
-            need("image_uni"), need("text_uni"), teacher_image, teacher_text, need("tau_image"), need("tau_text")
+            need("image_uni"), need("text_uni"), teacher_image, teacher_text, need("tau_image"), need("tau_text"),
+            teacher_tau=teacher_tau,
         )
         total = total + beta * result["usa"]
     result["total"] = total

@@ -20,7 +20,10 @@ import torch.nn.functional as F
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import Tensor, nn
 
-__all__ = ["MODEL_CONFIG_DIR", "register_model_configs", "Student"]
+from softref.checkpoints import CheckpointError, load_checkpoint
+from softref.data.captions import pre_caption
+
+__all__ = ["MODEL_CONFIG_DIR", "HEADS", "register_model_configs", "Student", "load_student"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ logger = logging.getLogger(__name__)
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".npy")
-_HEADS = ("cross", "uni")
+HEADS = ("cross", "uni", "encoder")
 
 
 def register_model_configs() -> None:
@@ -75,6 +78,8 @@ class Student(nn.Module):
         tau_init, tau_range: contrastive temperature (CUSA: 0.05 in [0.01, 0.10]).
         tau_c_init, tau_c_range: CSA temperature (0.45 in [0.10, 0.99]).
         tau_uni_init, tau_uni_range: USA temperatures, one per modality (0.45 in [0.10, 1.0]).
+        pre_caption: clean every caption with CUSA's ``pre_caption`` before tokenizing
+            (:meth:`tokenize`), as the public CUSA code does for every student input.
 
     Attributes:
         clip: the open_clip model. Its own ``logit_scale`` is unused and frozen.
@@ -95,11 +100,13 @@ class Student(nn.Module):
         tau_c_range: tuple[float, float] = (0.10, 0.99),
         tau_uni_init: float = 0.45,
         tau_uni_range: tuple[float, float] = (0.10, 1.0),
+        pre_caption: bool = False,
     ) -> None:
         super().__init__()
         register_model_configs()
         self.architecture = architecture
         self.pretrained = pretrained
+        self.pre_caption = bool(pre_caption)
         self.tau_range = _check_range("tau", tau_init, tau_range)
         self.tau_c_range = _check_range("tau_c", tau_c_init, tau_c_range)
         self.tau_uni_range = _check_range("tau_uni", tau_uni_init, tau_uni_range)
@@ -162,12 +169,24 @@ class Student(nn.Module):
         self.tau_text.clamp_(*self.tau_uni_range)
 
     def _head(self, modality: str, head: str) -> nn.Module:
-        if head not in _HEADS:
-            raise ValueError(f"head: expected one of {_HEADS}, found {head!r}")
+        if head not in HEADS:
+            raise ValueError(f"head: expected one of {HEADS}, found {head!r}")
+        if head == "encoder":
+            # The open_clip encoder's own output, before either of CUSA's projectors.
+            return nn.Identity()
         return getattr(self, f"{modality}_{head}_proj")
 
+    def tokenize(self, captions: list[str]) -> Tensor:
+        """Token ids of ``captions`` as this student reads them: through CUSA's ``pre_caption``
+        first when the student was built with ``pre_caption=True`` (training and evaluation
+        alike, since :func:`load_student` restores the setting from the checkpoint)."""
+        if self.pre_caption:
+            captions = [pre_caption(c) for c in captions]
+        return self.tokenizer(list(captions))
+
     def encode_image(self, images: Tensor, head: str = "cross") -> Tensor:
-        """(B, 3, H, W) preprocessed images -> (B, D) L2-normalised embeddings of ``head``."""
+        """(B, 3, H, W) preprocessed images -> (B, D) L2-normalised embeddings of ``head``
+        (``cross``, ``uni``, or ``encoder``: the open_clip encoder's output)."""
         projector = self._head("image", head)
         return F.normalize(projector(self.clip.encode_image(images)), dim=-1)
 
@@ -197,3 +216,31 @@ class Student(nn.Module):
             "tau_image": self.tau_image,
             "tau_text": self.tau_text,
         }
+
+
+def load_student(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[Student, dict]:
+    """Rebuild the student stored in a selected-model checkpoint; returns (model in eval mode, checkpoint).
+
+    The architecture and the caption cleaning come from the checkpoint's ``config``
+    (``config["student"]["architecture"]``, ``config["experiment"]["student_pre_caption"]``);
+    the weights from its ``model`` state dict (pretrained weights are not needed). Loaded with
+    ``weights_only=True``.
+    """
+    ckpt = load_checkpoint(Path(checkpoint), map_location="cpu", required=("model", "config"))
+    config = ckpt["config"] if isinstance(ckpt["config"], dict) else {}
+    student = config.get("student")
+    if not isinstance(student, dict) or "architecture" not in student:
+        raise CheckpointError(
+            f"{checkpoint}: config['student']['architecture'] expected, found config keys "
+            f"{sorted(config) if config else type(ckpt['config']).__name__}"
+        )
+    experiment = config.get("experiment") if isinstance(config.get("experiment"), dict) else {}
+    model = Student(student["architecture"], None, pre_caption=bool(experiment.get("student_pre_caption", False)))
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{checkpoint}: its model state does not fit a {student['architecture']!r} student ({err})"
+        ) from err
+    model.to(device).eval()
+    return model, ckpt

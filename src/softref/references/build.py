@@ -30,7 +30,6 @@ import bisect
 import datetime as _dt
 import logging
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +37,15 @@ from typing import Any, Literal
 
 import h5py
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from softref import __version__
-from softref.data.manifest import file_sha256, read_images, read_texts
-from softref.features.shards import TMP_MARKER, read_complete_attrs, read_h5_attrs
+from softref.files import atomic_path, file_sha256
+from softref.data.manifest import read_images, read_texts
+from softref.features.shards import attrs_equal, read_complete_attrs, read_h5_attrs
 from softref.features.store import FeatureStore
+from softref.runtime import progress_disabled
 
 __all__ = [
     "REFERENCE_ATTRS",
@@ -95,10 +97,6 @@ def _quote(values: Sequence[Any]) -> str:
     return shown + (f" (and {len(values) - _SHOW} more)" if len(values) > _SHOW else "")
 
 
-def _progress_disabled() -> bool:
-    return bool(os.environ.get("CI")) or not log.isEnabledFor(logging.INFO)
-
-
 def _normalize_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
@@ -123,7 +121,7 @@ def _identity_means(
     rows, so each block reads a few runs of consecutive rows.
     """
     sums = np.zeros((num_identities, store.dim), dtype=np.float64)
-    with tqdm(total=len(ids), desc=desc, unit="row", disable=_progress_disabled()) as bar:
+    with tqdm(total=len(ids), desc=desc, unit="row", disable=progress_disabled(log)) as bar:
         for start, stop in _blocks(len(ids), block_rows):
             feats = _normalize_rows(store.get(ids[start:stop], dtype=np.float64))
             block_codes = codes[start:stop]
@@ -180,14 +178,57 @@ def build_references(
             the split absent from the shards.
     """
     images_manifest, texts_manifest, out = Path(images_manifest), Path(texts_manifest), Path(out)
-    if on_missing not in ("error", "skip"):
-        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
-    if block_rows < 1:
-        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    _check_build_args(on_missing, block_rows)
     images = read_images(images_manifest)
     texts = read_texts(texts_manifest)
     images = images[images["split"] == split]
     texts = texts[texts["split"] == split]
+    identities, skipped = _paired_identities(images, texts, split, on_missing, images_manifest, texts_manifest)
+    code_of = {identity: i for i, identity in enumerate(identities)}
+    image = _modality_rows(images, "image_id", code_of, "images", images_manifest, image_shards)
+    text = _modality_rows(texts, "text_id", code_of, "texts", texts_manifest, text_shards)
+    num = len(identities)
+
+    image_attrs, text_attrs, image_sums, text_sums = _teacher_sums(image, text, num, split, block_rows)
+    # float32 from here on: the outputs are float32, and datasets with an identity per image
+    # (COCO-style) have as many references as images.
+    image_ref = _renormalize(image_sums, identities, "image").astype(np.float32)
+    del image_sums
+    text_ref = _renormalize(text_sums, identities, "text").astype(np.float32)
+    del text_sums
+    multimodal = np.concatenate([image_ref, text_ref], axis=1)
+    multimodal /= np.float32(math.sqrt(2.0))
+
+    arrays = {
+        "image": image_ref,
+        "text": text_ref,
+        "multimodal": multimodal,
+        "image_count": np.bincount(image.codes, minlength=num).astype(np.int64),
+        "text_count": np.bincount(text.codes, minlength=num).astype(np.int64),
+    }
+    attrs = _reference_attrs(image_attrs, text_attrs, image, text, arrays, num, split, skipped)
+    _write(out, attrs, identities, arrays)
+    log.info("wrote %s: %d identities, multimodal dim %d", out, num, multimodal.shape[1])
+    return out
+
+
+def _check_build_args(on_missing: str, block_rows: int) -> None:
+    if on_missing not in ("error", "skip"):
+        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+
+
+def _paired_identities(
+    images: pd.DataFrame,
+    texts: pd.DataFrame,
+    split: str,
+    on_missing: str,
+    images_manifest: Path,
+    texts_manifest: Path,
+) -> tuple[list[str], int]:
+    """The sorted identities of the split's rows that have both images and captions, and how
+    many identities lack a modality (an error unless ``on_missing="skip"``)."""
     image_ids_of = set(images["identity"].tolist())
     text_ids_of = set(texts["identity"].tolist())
     if not image_ids_of and not text_ids_of:
@@ -217,96 +258,95 @@ def build_references(
             f"no identity of split {split!r} has both images and captions in "
             f"{images_manifest} / {texts_manifest}"
         )
-    code_of = {identity: i for i, identity in enumerate(identities)}
-    images = images[images["identity"].isin(code_of)]
-    texts = texts[texts["identity"].isin(code_of)]
-    image_codes = np.fromiter((code_of[c] for c in images["identity"]), dtype=np.int64, count=len(images))
-    text_codes = np.fromiter((code_of[c] for c in texts["identity"]), dtype=np.int64, count=len(texts))
-    num = len(identities)
+    return identities, len(only_images) + len(only_texts)
 
-    image_expect = {"modality": "images", "manifest_sha256": file_sha256(images_manifest)}
-    text_expect = {"modality": "texts", "manifest_sha256": file_sha256(texts_manifest)}
-    with FeatureStore(image_shards, expect=image_expect) as image_store, \
-            FeatureStore(text_shards, expect=text_expect) as text_store:
+
+@dataclass(frozen=True, eq=False)
+class _ModalityRows:
+    """One modality of the split, as its teacher's shards are read: the shard files, the attrs
+    they must have, the manifest ids (in manifest order) and the code of each id's identity."""
+
+    shards: Sequence[Path | str]
+    expect: Mapping[str, Any]
+    ids: list[str]
+    codes: np.ndarray
+
+
+def _modality_rows(
+    rows: pd.DataFrame,
+    id_column: str,
+    code_of: Mapping[str, int],
+    modality: str,
+    manifest: Path,
+    shards: Sequence[Path | str],
+) -> _ModalityRows:
+    """The ``rows`` of ``manifest`` whose identity gets a reference (others were skipped)."""
+    rows = rows[rows["identity"].isin(code_of)]
+    codes = np.fromiter((code_of[c] for c in rows["identity"]), dtype=np.int64, count=len(rows))
+    expect = {"modality": modality, "manifest_sha256": file_sha256(manifest)}
+    return _ModalityRows(shards=shards, expect=expect, ids=rows[id_column].tolist(), codes=codes)
+
+
+def _teacher_sums(
+    image: _ModalityRows, text: _ModalityRows, num: int, split: str, block_rows: int
+) -> tuple[Mapping[str, Any], Mapping[str, Any], np.ndarray, np.ndarray]:
+    """``(image_attrs, text_attrs, image_sums, text_sums)``: the attrs of both teachers' shards
+    and the per-identity sums of :func:`_identity_means` in each teacher's space."""
+    with FeatureStore(image.shards, expect=image.expect) as image_store, \
+            FeatureStore(text.shards, expect=text.expect) as text_store:
         image_attrs, text_attrs = image_store.attrs, text_store.attrs
         log.info(
             "references of %d identities (split %r): %d images (%s), %d captions (%s)",
-            num, split, len(images), image_attrs["teacher"], len(texts), text_attrs["teacher"],
+            num, split, len(image.ids), image_attrs["teacher"], len(text.ids), text_attrs["teacher"],
         )
-        image_sums = _identity_means(image_store, images["image_id"].tolist(), image_codes, num,
+        image_sums = _identity_means(image_store, image.ids, image.codes, num,
                                      f"{image_attrs['teacher']} images", block_rows)
-        text_sums = _identity_means(text_store, texts["text_id"].tolist(), text_codes, num,
+        text_sums = _identity_means(text_store, text.ids, text.codes, num,
                                     f"{text_attrs['teacher']} texts", block_rows)
-    # float32 from here on: the outputs are float32, and datasets with an identity per image
-    # (COCO-style) have as many references as images.
-    image_ref = _renormalize(image_sums, identities, "image").astype(np.float32)
-    del image_sums
-    text_ref = _renormalize(text_sums, identities, "text").astype(np.float32)
-    del text_sums
-    multimodal = np.concatenate([image_ref, text_ref], axis=1)
-    multimodal /= np.float32(math.sqrt(2.0))
+    return image_attrs, text_attrs, image_sums, text_sums
 
-    attrs = {
+
+def _reference_attrs(
+    image_attrs: Mapping[str, Any],
+    text_attrs: Mapping[str, Any],
+    image: _ModalityRows,
+    text: _ModalityRows,
+    arrays: Mapping[str, np.ndarray],
+    num: int,
+    split: str,
+    skipped: int,
+) -> dict[str, Any]:
+    """The root attributes of the references file, but for ``created`` and ``complete``."""
+    return {
         "image_teacher": str(image_attrs["teacher"]),
         "text_teacher": str(text_attrs["teacher"]),
         "image_weights_sha256": str(image_attrs["weights_sha256"]),
         "text_weights_sha256": str(text_attrs["weights_sha256"]),
-        "images_manifest_sha256": image_expect["manifest_sha256"],
-        "texts_manifest_sha256": text_expect["manifest_sha256"],
+        "images_manifest_sha256": image.expect["manifest_sha256"],
+        "texts_manifest_sha256": text.expect["manifest_sha256"],
         "split": split,
-        "image_dim": int(image_ref.shape[1]),
-        "text_dim": int(text_ref.shape[1]),
-        "dim": int(multimodal.shape[1]),
+        "image_dim": int(arrays["image"].shape[1]),
+        "text_dim": int(arrays["text"].shape[1]),
+        "dim": int(arrays["multimodal"].shape[1]),
         "num_identities": num,
-        "skipped_identities": len(only_images) + len(only_texts),
+        "skipped_identities": skipped,
         "normalization": NORMALIZATION,
         "softref_version": __version__,
     }
-    _write(
-        out,
-        attrs,
-        identities,
-        {
-            "image": image_ref,
-            "text": text_ref,
-            "multimodal": multimodal,
-            "image_count": np.bincount(image_codes, minlength=num).astype(np.int64),
-            "text_count": np.bincount(text_codes, minlength=num).astype(np.int64),
-        },
-    )
-    log.info("wrote %s: %d identities, multimodal dim %d", out, num, multimodal.shape[1])
-    return out
 
 
 def _write(out: Path, attrs: Mapping[str, Any], identities: Sequence[str], arrays: Mapping[str, np.ndarray]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}{TMP_MARKER}{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            f.attrs["complete"] = False
-            f.create_dataset("identities", data=np.array(identities, dtype=object),
-                             dtype=h5py.string_dtype("utf-8"))
-            for name, values in arrays.items():
-                f.create_dataset(name, data=values)
-            # Last, so a file that says complete holds every dataset.
-            f.attrs["complete"] = True
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _same(found: Any, expected: Any) -> bool:
-    """Attribute equality across numpy and Python scalars; a bool never equals an int."""
-    bools = (bool, np.bool_)
-    if isinstance(expected, bools) or isinstance(found, bools):
-        return isinstance(found, bools) and isinstance(expected, bools) and bool(found) == bool(expected)
-    if isinstance(expected, (int, np.integer)) and isinstance(found, (int, np.integer)):
-        return int(found) == int(expected)
-    return found == expected
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        f.attrs["complete"] = False
+        f.create_dataset("identities", data=np.array(identities, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+        for name, values in arrays.items():
+            f.create_dataset(name, data=values)
+        # Last, so a file that says complete holds every dataset.
+        f.attrs["complete"] = True
 
 
 def read_reference_attrs(path: Path | str) -> dict[str, Any]:
@@ -346,7 +386,7 @@ class References:
             raise ReferencesError(f"{path}: attr(s) {missing} missing; found attrs {sorted(attrs)}")
         for key, value in (expect or {}).items():
             found = attrs.get(key, "<missing>")
-            if not _same(found, value):
+            if not attrs_equal(found, value):
                 raise ReferencesError(f"{path}: attr {key!r} expected {value!r}, found {found!r}")
         with h5py.File(path, "r") as f:
             absent = [name for name in DATASETS if name not in f]

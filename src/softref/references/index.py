@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -46,8 +45,8 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from softref import __version__
-from softref.data.manifest import file_sha256
-from softref.features.shards import TMP_MARKER
+from softref.files import atomic_path, file_sha256
+from softref.runtime import progress_disabled
 from softref.references.build import References, ReferencesError
 
 __all__ = [
@@ -205,10 +204,6 @@ def _neighbour_rows(
     return out_id, out_rank, out_nb, out_score, short
 
 
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}")
-
-
 def build_neighbour_index(
     references_path: Path | str,
     out_index: Path | str,
@@ -241,6 +236,31 @@ def build_neighbour_index(
         ``(out_index, out_neighbours)``.
     """
     references_path, out_index, out_neighbours = Path(references_path), Path(out_index), Path(out_neighbours)
+    refs = _open_references(references_path, kind, k)
+    n = len(refs)
+    if threads is not None:
+        faiss.omp_set_num_threads(int(threads))
+    gpu = _resolve_gpu(use_gpu, kind)
+    ef_search = max(64, 2 * (k + 1)) if ef_search is None else int(ef_search)
+    vectors = np.ascontiguousarray(refs.multimodal, dtype=np.float32)
+    log.info("building a %s index over %d references (dim %d) on %s", kind, n, refs.dim, "GPU" if gpu else "CPU")
+    index = make_index(vectors, kind=kind, nlist=nlist, nprobe=nprobe, m=m,
+                       ef_construction=ef_construction, ef_search=ef_search, gpu=gpu)
+    scores, labels = _search_all(index, vectors, k, kind)
+    if gpu:
+        index = faiss.index_gpu_to_cpu(index)
+    table = _neighbour_table(refs, references_path, scores, labels, kind, k)
+
+    # Both files are finished before either is renamed into place.
+    with atomic_path(out_index) as tmp_index, atomic_path(out_neighbours) as tmp_neighbours:
+        faiss.write_index(index, str(tmp_index))
+        pq.write_table(table, tmp_neighbours, compression="snappy", version="2.6")
+    log.info("wrote %s and %s (%d rows)", out_index, out_neighbours, table.num_rows)
+    return out_index, out_neighbours
+
+
+def _open_references(references_path: Path, kind: str, k: int) -> References:
+    """The references to index, once ``kind`` and ``k`` are known to suit them."""
     if kind not in INDEX_KINDS:
         raise ValueError(f"index kind must be one of {list(INDEX_KINDS)}, got {kind!r}")
     refs = References.open(references_path)
@@ -250,32 +270,34 @@ def build_neighbour_index(
             f"k must be in [1, {n - 1}]: {references_path} holds {n} identities, each has at "
             f"most {n - 1} others; got k={k}"
         )
-    if threads is not None:
-        faiss.omp_set_num_threads(int(threads))
-    gpu = _resolve_gpu(use_gpu, kind)
-    ef_search = max(64, 2 * (k + 1)) if ef_search is None else int(ef_search)
-    vectors = np.ascontiguousarray(refs.multimodal, dtype=np.float32)
-    log.info("building a %s index over %d references (dim %d) on %s", kind, n, refs.dim, "GPU" if gpu else "CPU")
-    index = make_index(vectors, kind=kind, nlist=nlist, nprobe=nprobe, m=m,
-                       ef_construction=ef_construction, ef_search=ef_search, gpu=gpu)
+    return refs
 
+
+def _search_all(index: faiss.Index, vectors: np.ndarray, k: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, labels)``, (N, k + 1) each: every vector's k + 1 nearest rows of ``index``."""
+    n = len(vectors)
     # k + 1: the identity itself is normally its own first hit.
     scores = np.empty((n, k + 1), dtype=np.float32)
     labels = np.empty((n, k + 1), dtype=np.int64)
-    disable = bool(os.environ.get("CI")) or not log.isEnabledFor(logging.INFO)
+    disable = progress_disabled(log)
     for start in tqdm(range(0, n, _SEARCH_BLOCK), desc=f"{kind} neighbours", unit="block", disable=disable):
         stop = min(n, start + _SEARCH_BLOCK)
         scores[start:stop], labels[start:stop] = index.search(vectors[start:stop], k + 1)
-    if gpu:
-        index = faiss.index_gpu_to_cpu(index)
+    return scores, labels
 
+
+def _neighbour_table(
+    refs: References, references_path: Path, scores: np.ndarray, labels: np.ndarray, kind: str, k: int
+) -> pa.Table:
+    """The neighbours table (:data:`NEIGHBOUR_SCHEMA`, with the build in its metadata) of the
+    search results; warns when an identity got fewer than k neighbours."""
     ids, ranks, neighbours, values, short = _neighbour_rows(refs.identities, scores, labels, k)
     if short:
         log.warning(
             "%d of %d identities got fewer than k=%d neighbours from the %s index (raise nprobe "
-            "or ef_search)", short, n, k, kind,
+            "or ef_search)", short, len(refs), k, kind,
         )
-    table = pa.Table.from_arrays(
+    return pa.Table.from_arrays(
         [
             pa.array(ids, type=pa.string()),
             pa.array(ranks, type=pa.int32()),
@@ -294,21 +316,6 @@ def build_neighbour_index(
             }
         ),
     )
-
-    out_index.parent.mkdir(parents=True, exist_ok=True)
-    out_neighbours.parent.mkdir(parents=True, exist_ok=True)
-    tmp_index, tmp_neighbours = _atomic_path(out_index), _atomic_path(out_neighbours)
-    try:
-        faiss.write_index(index, str(tmp_index))
-        pq.write_table(table, tmp_neighbours, compression="snappy", version="2.6")
-        os.replace(tmp_index, out_index)
-        os.replace(tmp_neighbours, out_neighbours)
-    except BaseException:
-        tmp_index.unlink(missing_ok=True)
-        tmp_neighbours.unlink(missing_ok=True)
-        raise
-    log.info("wrote %s and %s (%d rows)", out_index, out_neighbours, table.num_rows)
-    return out_index, out_neighbours
 
 
 def read_neighbours(path: Path | str) -> pd.DataFrame:

@@ -14,14 +14,16 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from softref.data.manifest import file_sha256 as _bytes_sha256
+from softref.config import TeacherError, TeacherSpec
+from softref.data.captions import PRE_CAPTION_DESCRIPTION, pre_caption
+from softref.files import file_sha256
+from softref.runtime import default_device, progress_disabled
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ __all__ = [
     "weights_sha256",
 ]
 
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
 # A model folder is identified by its main weights file; the first of these that exists wins.
 MAIN_WEIGHTS_FILES: tuple[str, ...] = (
     "model.safetensors",
@@ -51,90 +51,9 @@ MAIN_WEIGHTS_FILES: tuple[str, ...] = (
 )
 
 
-class TeacherError(ValueError):
-    """A teacher cannot be built as its spec asks: unknown kind, wrong weights, mismatched keys."""
-
-
-@dataclass(frozen=True)
-class TeacherSpec:
-    """One teacher of the config's `teachers:` block.
-
-    Attributes:
-        name: the config key; it names the feature folder `results/features/{dataset}/{name}`.
-        kind: which loader builds it: "efficientnet-lite0", "unicom", "sentence-transformers",
-            "open_clip-image" or "open_clip-text" (see `softref.teachers.registry.KINDS`).
-        modality: "image" or "text"; must agree with the kind.
-        weights: a local file or folder; for kinds that support it, a hub name (Unicom's
-            "ViT-B/32", a sentence-transformers model id, an open_clip pretrained tag).
-        weights_sha256: when given, the sha256 the weights must have (see `weights_sha256`).
-        image_size: the square input side the image transform produces.
-        variant: the Unicom architecture ("ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px").
-        output: Unicom only: "embedding" (the 512-d head output) or "features" (the flattened,
-            final-LayerNorm'd patch tokens, 37,632 values for ViT-B/32: CUSA's teacher feature).
-        architecture: open_clip kinds only: the open_clip model name, e.g. "ViT-B-32".
-        pre_caption: text teachers: apply CUSA's caption cleaning (`pre_caption`) before
-            encoding. None means the kind's default: True for sentence-transformers, False
-            for open_clip-text.
-    """
-
-    name: str
-    kind: str
-    modality: Literal["image", "text"]
-    weights: str
-    weights_sha256: str | None = None
-    image_size: int = 224
-    variant: str = "ViT-B/32"
-    output: str = "embedding"
-    architecture: str | None = None
-    pre_caption: bool | None = None
-
-    def __post_init__(self) -> None:
-        for key in ("name", "kind", "weights"):
-            value = getattr(self, key)
-            if not isinstance(value, str) or not value.strip():
-                raise TeacherError(f"teacher spec {self.name!r}: {key} must be a non-empty string, got {value!r}")
-        if self.modality not in ("image", "text"):
-            raise TeacherError(f"teacher {self.name!r}: modality must be 'image' or 'text', got {self.modality!r}")
-        if self.output not in ("embedding", "features"):
-            raise TeacherError(f"teacher {self.name!r}: output must be 'embedding' or 'features', got {self.output!r}")
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size <= 0:
-            raise TeacherError(f"teacher {self.name!r}: image_size must be a positive integer, got {self.image_size!r}")
-        if self.weights_sha256 is not None and not _SHA256_HEX.match(str(self.weights_sha256).lower()):
-            raise TeacherError(
-                f"teacher {self.name!r}: weights_sha256 must be 64 hex digits, got {self.weights_sha256!r}"
-            )
-        if self.pre_caption is not None and not isinstance(self.pre_caption, bool):
-            raise TeacherError(
-                f"teacher {self.name!r}: pre_caption must be true, false or null, got {self.pre_caption!r}"
-            )
-
-    @classmethod
-    def from_dict(cls, name: str, values: Mapping[str, Any]) -> TeacherSpec:
-        """Build a spec from one config entry (`teachers: {name: values}`); unknown keys are an error."""
-        allowed = {f.name for f in fields(cls)} - {"name"}
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise TeacherError(f"teacher {name!r}: unknown keys {unknown}; expected some of {sorted(allowed)}")
-        return cls(name=name, **dict(values))
-
-    @property
-    def weights_path(self) -> Path:
-        return Path(self.weights).expanduser()
-
-
 # --------------------------------------------------------------------------------------------
 # Weights identity
 # --------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if not path.is_file():
-        raise TeacherError(f"expected a weights file, found something else at {path}")
-    return _bytes_sha256(path)
 
 
 def main_weights_file(folder: str | os.PathLike[str]) -> Path:
@@ -177,36 +96,7 @@ def check_weights_sha256(spec: TeacherSpec, computed: str, where: str | os.PathL
 
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     """A torch.device; "auto" picks CUDA when one is present, else the CPU."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-# --------------------------------------------------------------------------------------------
-# Caption cleaning (CUSA's pre_caption)
-# --------------------------------------------------------------------------------------------
-
-_CAPTION_PUNCTUATION = re.compile(r"[,.'!?\"()*#:;~]")
-
-
-def pre_caption(caption: str, max_words: int = 64) -> str:
-    """CUSA's caption cleaning: lower-case, punctuation to spaces, whitespace collapsed, <= max_words words.
-
-    The characters , . ' ! ? " ( ) * # : ; ~ - / become spaces, "<person>" becomes "person",
-    runs of whitespace become one space, and only the first `max_words` words are kept. A caption
-    with no word left is an error, as in the reference code.
-    """
-    text = _CAPTION_PUNCTUATION.sub(" ", caption.lower())
-    text = text.replace("-", " ").replace("/", " ").replace("<person>", "person")
-    words = text.split()
-    if not words:
-        raise ValueError(f"caption {caption!r} has no word left after pre_caption cleaning")
-    return " ".join(words[:max_words])
-
-
-PRE_CAPTION_DESCRIPTION = (
-    "pre_caption: lower-case; , . ' ! ? \" ( ) * # : ; ~ - / replaced by spaces; whitespace collapsed; at most 64 words"
-)
+    return default_device(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,4 +282,4 @@ class TextTeacher(abc.ABC):
 
 def progress_enabled(requested: bool) -> bool:
     """Progress bars only when asked, outside CI, and while INFO messages are shown."""
-    return bool(requested) and not os.environ.get("CI") and logging.getLogger("softref").isEnabledFor(logging.INFO)
+    return bool(requested) and not progress_disabled()

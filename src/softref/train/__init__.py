@@ -1,19 +1,9 @@
-"""Training of CUSA students: single process or torchrun/DDP, checkpoints and resume.
+"""Training of softref's students: one loop for every method, single process or torchrun.
 
-``from softref.train import train, TrainResult``. The names are imported on first use so that
-``softref.train.data`` and ``softref.train.checkpoint`` load without the trainer.
+``from softref.train import train, TrainResult``. What differs between methods lives in
+:mod:`softref.train.methods`; the multi-GPU launch in :mod:`softref.train.launch`.
 """
 
-from __future__ import annotations
-
-from typing import Any
+from softref.train.trainer import NonFiniteLossError, TrainResult, train
 
 __all__ = ["train", "TrainResult", "NonFiniteLossError"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from softref.train import trainer
-
-        return getattr(trainer, name)
-    raise AttributeError(f"module 'softref.train' has no attribute {name!r}")

@@ -30,6 +30,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from softref.data.images import load_rgb
 from softref.data.manifest import read_images, read_texts
 from softref.train.distributed import shard_batches
 
@@ -39,22 +40,10 @@ __all__ = [
     "BatchCollator",
     "EpochBatchSampler",
     "load_pairs",
-    "load_rgb",
     "make_loader",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def load_rgb(path: Path) -> Image.Image:
-    """Open an image file as RGB, with an error naming the file."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except OSError as err:
-        raise OSError(f"{path}: not a readable image ({err})") from err
 
 
 def load_pairs(images_manifest: Path, texts_manifest: Path, split: str) -> pd.DataFrame:

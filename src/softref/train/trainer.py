@@ -1,7 +1,9 @@
-"""The CUSA trainer: one experiment, one process or torchrun/DDP, resumable at epoch boundaries.
+"""The trainer: one experiment, one process or torchrun, resumable at epoch boundaries.
 
-:func:`train` reads top to bottom in banner-marked steps: data, model, loss, schedule, resume,
-loop. It writes, in ``out_dir`` (on rank 0 only):
+One loop serves every method; what differs between methods (batches, sampler, model
+additions, objective, the relevance used for selection) comes from the method's family in
+:mod:`softref.train.methods`. :func:`train` reads top to bottom in banner-marked steps: data,
+model and method, optimizer and schedule, resume, loop. It writes, in ``out_dir`` (on rank 0):
 
 ``checkpoint.pt``
     the selected model (best validation RSUM; the val split, never test), written once the
@@ -29,11 +31,9 @@ import io
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from softref import __version__
-from softref.config import ExperimentConfig, StudentConfig
-from softref.data.manifest import file_sha256
-from softref.evaluate.retrieval import KS, encode_split, image_text_metrics, progress_disabled, split_items
-from softref.losses import CUSA_METHODS, contrastive_loss, csa_loss, usa_loss
-from softref.train.checkpoint import (
+from softref.checkpoints import (
     CheckpointError,
     capture_rng_state,
     config_differences,
@@ -56,20 +52,23 @@ from softref.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from softref.train.data import Batch, BatchCollator, EpochBatchSampler, TrainPairs, load_pairs, make_loader
+from softref.config import TRAINING_IGNORES, ExperimentConfig, StudentConfig
+from softref.evaluate.retrieval import KS, encode_split, image_text_metrics, split_items
+from softref.files import copy_atomic, file_sha256, write_text_atomic
+from softref.runtime import progress_disabled
+from softref.train.data import TrainPairs, load_pairs, make_loader
 from softref.train.distributed import (
     DistributedContext,
     all_reduce_mean,
-    average_gradients,
     any_across,
+    average_gradients,
     barrier,
-    broadcast_parameters,
     broadcast_from_main,
+    broadcast_parameters,
     cleanup_distributed,
-    gather_no_grad,
-    gather_with_grad,
     init_distributed,
 )
+from softref.train.methods import MethodRun, RunSetup, family
 
 __all__ = [
     "LOG_COLUMNS",
@@ -78,8 +77,6 @@ __all__ = [
     "NonFiniteLossError",
     "TrainResult",
     "train",
-    "training_losses",
-    "objective",
     "parameter_groups",
     "cosine_schedule",
     "seed_everything",
@@ -90,18 +87,12 @@ logger = logging.getLogger(__name__)
 LOSS_TERMS: tuple[str, ...] = ("total", "itr", "csa", "usa", "id", "fuse", "guide", "recon")
 TEMPERATURES: tuple[str, ...] = ("tau", "tau_c", "tau_image", "tau_text")
 VAL_COLUMNS: tuple[str, ...] = tuple(f"val_{d}_R@{k}" for d in ("i2t", "t2i") for k in KS) + ("val_rsum",)
-#: Columns of train_log.csv; loss terms a method does not use are left empty.
-LOG_COLUMNS: tuple[str, ...] = (
-    ("epoch", "step", "lr")
-    + tuple(f"loss_{t}" for t in LOSS_TERMS)
-    + TEMPERATURES
-    + VAL_COLUMNS
-    + ("seconds", "wait_seconds", "fetch_seconds")
-)
 #: Columns that measure time: they differ between otherwise identical runs.
 TIME_COLUMNS: tuple[str, ...] = ("seconds", "wait_seconds", "fetch_seconds")
-# Experiment keys that cannot change the result: a resume may differ in them.
-_RESUME_IGNORED = ("num_workers",)
+#: Columns of train_log.csv; loss terms a method does not use are left empty.
+LOG_COLUMNS: tuple[str, ...] = (
+    ("epoch", "step", "lr") + tuple(f"loss_{t}" for t in LOSS_TERMS) + TEMPERATURES + VAL_COLUMNS + TIME_COLUMNS
+)
 
 CHECKPOINT = "checkpoint.pt"
 LAST = "last.pt"
@@ -178,116 +169,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     ]
 
 
-def objective(
-    out: Mapping[str, Tensor],
-    teacher_image: Tensor | None,
-    teacher_text: Tensor | None,
-    positives: Tensor,
-    cfg: ExperimentConfig,
-) -> dict[str, Tensor]:
-    """The terms of ``cfg.method`` (CUSA Eq. 9: itr + alpha CSA + beta USA) and their total.
-
-    Uses the experiment's ``alpha``, ``beta``, ``teacher_tau`` and
-    ``public_code_weighting``; the temperatures come from the student's output.
-    """
-    if cfg.method not in CUSA_METHODS:
-        raise ValueError(f"experiment {cfg.name!r}: method {cfg.method!r} is not one of {sorted(CUSA_METHODS)}")
-    terms = CUSA_METHODS[cfg.method]
-    result: dict[str, Tensor] = {
-        "itr": contrastive_loss(
-            out["image_emb"], out["text_emb"], out["tau"], positives, public_code_weighting=cfg.public_code_weighting
-        )
-    }
-    total = result["itr"]
-    if "csa" in terms:
-        result["csa"] = csa_loss(
-            out["image_emb"], out["text_emb"], teacher_image, teacher_text, out["tau_c"], teacher_tau=cfg.teacher_tau
-        )
-        total = total + cfg.alpha * result["csa"]
-    if "usa" in terms:
-        result["usa"] = usa_loss(
-            out["image_uni"],
-            out["text_uni"],
-            teacher_image,
-            teacher_text,
-            out["tau_image"],
-            out["tau_text"],
-            teacher_tau=cfg.teacher_tau,
-        )
-        total = total + cfg.beta * result["usa"]
-    result["total"] = total
-    return result
-
-
-def mmref_losses(
-    student: nn.Module,
-    head: nn.Module,
-    batch: Batch,
-    cfg: ExperimentConfig,
-    scheme: Any,
-    teacher_references: Tensor | None = None,
-) -> dict[str, Tensor]:
-    """MMRef's terms for one batch (softref.losses.mmref.mmref_objective).
-
-    Local Reconstruction masks a copy of the batch's tokens: the other terms see the captions
-    as they are. Gathers the embeddings and identities across processes when ``cfg.gather``;
-    the reconstruction is computed on each process's own captions.
-    """
-    from softref.losses.mmref import mmref_objective
-    from softref.models.mmref import mask_tokens, text_token_features
-
-    if batch.identity_index is None:
-        raise ValueError(f"experiment {cfg.name!r} (mmref): the batch carries no identity rows")
-    out = dict(student(batch.images, batch.tokens))
-    identity_index = batch.identity_index
-    logits = labels = None
-    if cfg.mmref.local_reconstruction:
-        masked, labels = mask_tokens(
-            batch.tokens,
-            mask_prob=cfg.mmref.mask_prob,
-            mask_token_id=scheme.mask_token_id,
-            vocab_size=scheme.vocab_size,
-            special_ids=scheme.special_ids,
-            pad_id=scheme.pad_token_id,
-        )
-        logits = head.reconstruct(
-            text_token_features(student, masked), identity_index, padding_mask=batch.tokens == scheme.pad_token_id
-        )
-    if cfg.gather:
-        for key in ("image_emb", "text_emb"):
-            out[key] = gather_with_grad(out[key])
-        identity_index = gather_no_grad(identity_index)
-    return dict(
-        mmref_objective(
-            out, head, identity_index, cfg=cfg.mmref, mlm_logits=logits, mlm_labels=labels,
-            teacher_references=teacher_references,
-        )
-    )
-
-
-def training_losses(model: nn.Module, batch: Batch, cfg: ExperimentConfig) -> dict[str, Tensor]:
-    """Forward one batch and compute the objective; gathers across processes when ``cfg.gather``.
-
-    ``model`` is the student (or its DDP wrapper). In a single process gathering is the
-    identity, so the same call serves both.
-    """
-    out = dict(model(batch.images, batch.tokens))
-    image_index, teacher_image, teacher_text = batch.image_index, batch.teacher_image, batch.teacher_text
-    if cfg.gather:
-        for key in ("image_emb", "text_emb", "image_uni", "text_uni"):
-            out[key] = gather_with_grad(out[key])
-        image_index = gather_no_grad(image_index)
-        if teacher_image is not None and teacher_text is not None:
-            teacher_image = gather_no_grad(teacher_image)
-            teacher_text = gather_no_grad(teacher_text)
-    positives = image_index[:, None] == image_index[None, :]
-    return objective(out, teacher_image, teacher_text, positives, cfg)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def _temperatures(student: nn.Module) -> dict[str, float]:
     ranges = {
         "tau": student.tau_range,
@@ -304,29 +185,13 @@ def _write_log(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(LOG_COLUMNS)
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else row[c] for c in LOG_COLUMNS])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        writer.writerow(["" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else row[c]
+                         for c in LOG_COLUMNS])
+    write_text_atomic(path, buffer.getvalue())
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _check_finite(terms: Mapping[str, Tensor], epoch: int, step: int, batch_index: int, out_dir: Path, device: torch.device) -> list[float]:
+def _check_finite(terms: Mapping[str, Tensor], epoch: int, step: int, batch_index: int, out_dir: Path,
+                  device: torch.device) -> list[float]:
     """The terms' values; NonFiniteLossError (on every process) if any is NaN/inf on any process."""
     values = torch.stack([terms[t].detach().float() for t in terms]).cpu().tolist()
     bad = [t for t, v in zip(terms, values) if not math.isfinite(v)]
@@ -343,51 +208,280 @@ def _check_finite(terms: Mapping[str, Tensor], epoch: int, step: int, batch_inde
 
 
 # ---------------------------------------------------------------------------------------------
-# teacher stores
+# the run's state
 # ---------------------------------------------------------------------------------------------
-def _open_stores(
-    cfg: ExperimentConfig,
-    image_shards: Sequence[Path],
-    text_shards: Sequence[Path],
-    images_sha: str,
-    texts_sha: str,
-) -> tuple[Any, Any]:
-    """The two teacher FeatureStores, checked against the manifests; (None, None) for ``base``."""
-    from softref.features import FeatureStore
+@dataclass
+class _Run:
+    """Everything one call of :func:`train` works with, set up once before the loop."""
 
-    if CUSA_METHODS[cfg.method] == ("itr",):
-        if image_shards or text_shards:
-            logger.info("method %r uses no teacher: the given feature shards are not read", cfg.method)
-        return None, None
-    need = f"experiment {cfg.name!r} (method {cfg.method!r}) needs"
-    for key, value in (("image_teacher", cfg.image_teacher), ("text_teacher", cfg.text_teacher)):
-        if not value:
-            raise ValueError(f"{need} {key}; found none in its config")
-    for what, shards in (("image", image_shards), ("text", text_shards)):
-        if not shards:
-            teacher = cfg.image_teacher if what == "image" else cfg.text_teacher
-            raise FileNotFoundError(f"{need} the {what} teacher's feature shards (teacher {teacher!r}); none given")
-        missing = [str(p) for p in shards if not Path(p).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{need} the {what} teacher's feature shards; missing: {missing}")
-    image_store = FeatureStore(
-        [Path(p) for p in image_shards],
-        expect={"teacher": cfg.image_teacher, "modality": "images", "manifest_sha256": images_sha},
+    cfg: ExperimentConfig
+    ctx: DistributedContext
+    out_dir: Path
+    student: nn.Module
+    method: MethodRun
+    optimizer: torch.optim.Optimizer
+    lr_schedule: np.ndarray
+    run_config: dict[str, Any]
+    val_items: Any
+    dataset_root: Path
+    loader: Any
+    max_steps: int | None
+    state: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": 0, "step": 0, "best_val_rsum": -math.inf, "best_epoch": 0, "log": []}
     )
-    text_store = FeatureStore(
-        [Path(p) for p in text_shards],
-        expect={"teacher": cfg.text_teacher, "modality": "texts", "manifest_sha256": texts_sha},
-    )
-    return image_store, text_store
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    def path(self, name: str) -> Path:
+        return self.out_dir / name
+
+    def modules_state(self) -> dict[str, Any]:
+        return {key: module.state_dict() for key, module in self.method.modules.items()}
 
 
-def _check_coverage(store: Any, ids: Sequence[str], what: str) -> None:
-    missing = [i for i in dict.fromkeys(ids) if i not in store]
-    if missing:
-        raise KeyError(
-            f"{len(missing)} {what} id(s) of the train split have no feature in {store.paths[0].parent} "
-            f"(teacher {store.attrs.get('teacher')!r}); first: {missing[:5]}"
+def _check_experiment(cfg: ExperimentConfig, ctx: DistributedContext) -> None:
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError(f"experiment {cfg.name!r}: epochs and batch_size must be >= 1, found {cfg.epochs}, "
+                         f"{cfg.batch_size}")
+    if ctx.world_size != cfg.gpus:
+        message = (
+            f"experiment {cfg.name!r} expects {cfg.gpus} training process(es) (experiments.{cfg.name}.gpus), "
+            f"found {ctx.world_size}; with gather={cfg.gather} each process's losses see "
+            f"{cfg.batch_size // ctx.world_size} pairs instead of {cfg.batch_size // cfg.gpus}"
         )
+        if ctx.device.type == "cuda":
+            # A silent change of the per-GPU batch would change the experiment.
+            raise ValueError(message + ". Grant the job that many GPUs (resource gpu) or change gpus")
+        logger.warning("%s (CPU run: going on)", message)
+
+
+def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentConfig, inputs: Mapping[str, Any],
+           max_steps: int | None) -> _Run:
+    from softref.models.student import Student
+
+    family_module = family(cfg.method)  # an unknown method fails here, before any file is read
+    _check_experiment(cfg, ctx)
+    out_dir = Path(inputs["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed + ctx.rank)
+
+    # ============ data ... ============
+    images_manifest, texts_manifest = Path(inputs["images_manifest"]), Path(inputs["texts_manifest"])
+    images_sha, texts_sha = file_sha256(images_manifest), file_sha256(texts_manifest)
+    pairs = load_pairs(images_manifest, texts_manifest, "train")
+    val_items = split_items(images_manifest, texts_manifest, "val")
+
+    # ============ model and method ... ============
+    student = Student(student_cfg.architecture, student_cfg.pretrained, pre_caption=cfg.student_pre_caption).to(ctx.device)
+    dataset = TrainPairs(pairs, Path(inputs["dataset_root"]), student.transform)
+    method = family_module.prepare(RunSetup(
+        cfg=cfg, student=student, pairs=pairs, dataset=dataset, ctx=ctx,
+        image_shards=tuple(inputs["image_shards"]), text_shards=tuple(inputs["text_shards"]),
+        references=inputs["references"], neighbours=inputs["neighbours"], images_sha=images_sha, texts_sha=texts_sha,
+    ))
+    logger.info("data: %d train pairs (%d images), val %d images / %d captions", len(pairs),
+                pairs["image_id"].nunique(), val_items.num_images, val_items.num_texts)
+
+    # ============ optimizer and schedule ... ============
+    groups = parameter_groups(student, cfg.weight_decay)
+    for module in method.modules.values():
+        # New modules (MMRef's bank, decoder, MLM head) start from scratch: they may learn faster.
+        groups += [{**g, "lr_scale": method.lr_scale} for g in parameter_groups(module, cfg.weight_decay)]
+    run_config = {
+        "experiment": plain_config(cfg),
+        "student": plain_config(student_cfg),
+        "inputs": {"images_manifest_sha256": images_sha, "texts_manifest_sha256": texts_sha,
+                   "image_teacher": None, "text_teacher": None, "references": None, **method.facts},
+    }
+    return _Run(
+        cfg=cfg, ctx=ctx, out_dir=out_dir, student=student, method=method,
+        optimizer=torch.optim.AdamW(groups, lr=cfg.lr), lr_schedule=cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs),
+        run_config=run_config, val_items=val_items, dataset_root=Path(inputs["dataset_root"]),
+        loader=make_loader(dataset, method.sampler, method.collator, num_workers=cfg.num_workers,
+                           pin_memory=ctx.device.type == "cuda"),
+        max_steps=max_steps,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# resume
+# ---------------------------------------------------------------------------------------------
+def _comparable(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's configuration less what cannot change the trained model: a resume may differ there."""
+    plain = plain_config(run_config)
+    for key in TRAINING_IGNORES:
+        plain.get("experiment", {}).pop(key, None)
+    plain.get("student", {}).pop("paper_model", None)
+    return plain
+
+
+def _supersede(out_dir: Path, ctx: DistributedContext) -> Path:
+    """Move the run folder's state files (last, best, checkpoint, log) to ``superseded/<UTC time>/``.
+
+    Rank 0 moves them; the others wait, so no process reads a half-moved folder.
+    """
+    target = out_dir / "superseded" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if ctx.is_main:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (LAST, BEST, CHECKPOINT, LOG):
+            if (out_dir / name).exists():
+                os.replace(out_dir / name, target / name)
+    barrier()
+    return target
+
+
+def _resume(run: _Run) -> None:
+    """Continue from ``last.pt`` when it was written by this configuration; set it aside otherwise."""
+    last_path = run.path(LAST)
+    # Every process reads the resume state before rank 0 may move a stale one aside.
+    barrier()
+    resumed = (load_checkpoint(last_path, map_location="cpu", required=("model", "optimizer", "epoch", "config"))
+               if last_path.exists() else None)
+    barrier()
+    if resumed is not None:
+        differences = config_differences(_comparable(resumed["config"]), _comparable(run.run_config))
+        if differences:
+            # The run folder holds another experiment's state (the config or an input changed, and
+            # Snakemake asked for a new run): keep it aside, never resume from it.
+            moved = _supersede(run.out_dir, run.ctx)
+            logger.warning("%s was written by another configuration (differing keys: %s); it and the run's other "
+                           "files were moved to %s and training starts over", last_path, "; ".join(differences), moved)
+            resumed = None
+    if resumed is not None:
+        run.student.load_state_dict(resumed["model"])
+        for key, module in run.method.modules.items():
+            if key not in resumed:
+                raise CheckpointError(f"{last_path}: the resume state lacks {key!r}; delete {run.out_dir} to start over")
+            module.load_state_dict(resumed[key])
+        run.optimizer.load_state_dict(resumed["optimizer"])
+        restore_rng_state(resumed["rng"])
+        for key in run.state:
+            run.state[key] = resumed[key]
+        logger.info("resuming %s after epoch %d (step %d)", run.out_dir, run.state["epoch"], run.state["step"])
+    # Under torchrun every process starts from rank 0's weights and averages gradients after each
+    # backward, as DistributedDataParallel does. DDP itself is not used: base / csa / usa leave
+    # heads and temperatures without gradient and the temperatures are returned as parameters,
+    # which its reducer cannot follow (find_unused_parameters marks them ready twice).
+    for module in (run.student, *run.method.modules.values()):
+        broadcast_parameters(module)
+    if int(run.state["epoch"]) >= run.cfg.epochs:
+        logger.warning("%s: training already complete (epoch %d of %d, same configuration): publishing its "
+                       "selected model; delete the folder to train again", run.out_dir, run.state["epoch"],
+                       run.cfg.epochs)
+
+
+# ---------------------------------------------------------------------------------------------
+# loop
+# ---------------------------------------------------------------------------------------------
+def _train_epoch(run: _Run, epoch: int, step: int) -> tuple[int, dict[str, Any] | None]:
+    """One epoch of optimizer steps; returns (step, the epoch's log row) or (step, None) when
+    ``max_steps`` stopped it inside the epoch."""
+    cfg, modules = run.cfg, (run.student, *run.method.modules.values())
+    lr = float(run.lr_schedule[epoch - 1])
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    run.method.sampler.set_epoch(epoch)
+    for module in modules:
+        module.train()
+    sums, used, num_batches = np.zeros(len(LOSS_TERMS)), (), 0
+    wait_seconds = fetch_seconds = 0.0
+    start = ticked = time.perf_counter()
+    disable = progress_disabled(logger) or not run.ctx.is_main
+    bar = tqdm(run.loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=disable, leave=False)
+    for batch_index, batch in enumerate(bar):
+        if run.max_steps is not None and step >= run.max_steps:
+            bar.close()
+            return step, None
+        wait_seconds += time.perf_counter() - ticked
+        fetch_seconds += batch.fetch_seconds
+        terms = run.method.losses(run.student, batch.to(run.device, non_blocking=True))
+        values = _check_finite(terms, epoch, step + 1, batch_index, run.out_dir, run.device)
+        run.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        for module in modules:
+            average_gradients(module)
+        run.optimizer.step()
+        step, used, num_batches = step + 1, tuple(terms), num_batches + 1
+        for name, value in zip(terms, values):
+            sums[LOSS_TERMS.index(name)] += value
+        bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
+        ticked = time.perf_counter()
+    bar.close()
+    means = all_reduce_mean(torch.tensor(sums / max(num_batches, 1), dtype=torch.float64, device=run.device)).cpu()
+    row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr}
+    for k, name in enumerate(LOSS_TERMS):
+        row[f"loss_{name}"] = float(means[k]) if name in used else None
+    row.update(_temperatures(run.student))
+    # "seconds" is filled in after validation: it covers the epoch and its validation.
+    row.update(_start=start, wait_seconds=wait_seconds, fetch_seconds=fetch_seconds)
+    return step, row
+
+
+def _validate(run: _Run, epoch: int) -> dict[str, float]:
+    """Validation R@1/5/10 and RSUM on the val split, with the method's relevance."""
+    image_emb, text_emb = encode_split(run.student, run.val_items, run.dataset_root, batch_size=run.cfg.batch_size,
+                                       device=run.device, num_workers=run.cfg.num_workers, desc=f"val {epoch}")
+    val = image_text_metrics(image_emb, text_emb, run.method.relevance(run.val_items))
+    run.student.train()
+    out = {f"val_{d}_R@{k}": val[d][f"R@{k}"] for d in ("i2t", "t2i") for k in KS}
+    out["val_rsum"] = val["rsum"]
+    return out
+
+
+def _save_epoch(run: _Run, epoch: int, step: int, row: dict[str, Any]) -> None:
+    """Rank 0: validate, keep the best model, write the resume state and the log."""
+    state, start = run.state, row.pop("_start")
+    row.update(_validate(run, epoch))
+    row["seconds"] = time.perf_counter() - start
+    state["log"] = list(state["log"]) + [row]
+    common = {"model": run.student.state_dict(), "config": run.run_config, "epoch": epoch, "step": step,
+              "softref_version": __version__, **run.modules_state(), **run.method.record}
+    if row["val_rsum"] > state["best_val_rsum"]:
+        state["best_val_rsum"], state["best_epoch"] = float(row["val_rsum"]), epoch
+        save_checkpoint({**common, "val": {k: row[k] for k in VAL_COLUMNS}}, run.path(BEST))
+    state["epoch"], state["step"] = epoch, step
+    save_checkpoint({**common, "optimizer": run.optimizer.state_dict(), "rng": capture_rng_state(),
+                     "best_val_rsum": state["best_val_rsum"], "best_epoch": state["best_epoch"], "log": state["log"]},
+                    run.path(LAST))
+    _write_log(state["log"], run.path(LOG))
+    logger.info("epoch %d/%d step %d lr %.3g: loss %.4f, val RSUM %.2f (best %.2f at epoch %d), %.1fs "
+                "(waiting for data %.1fs, teacher fetch %.1fs)", epoch, run.cfg.epochs, step, row["lr"],
+                row["loss_total"], row["val_rsum"], state["best_val_rsum"], state["best_epoch"], row["seconds"],
+                row["wait_seconds"], row["fetch_seconds"])
+
+
+def _loop(run: _Run) -> tuple[bool, int]:
+    """Every remaining epoch; returns (False, steps) when ``max_steps`` stopped the run early."""
+    step = int(run.state["step"])
+    for epoch in range(int(run.state["epoch"]) + 1, run.cfg.epochs + 1):
+        if run.max_steps is not None and step >= run.max_steps:
+            return False, step
+        step, row = _train_epoch(run, epoch, step)
+        if row is None:
+            logger.info("stopping at step %d (max_steps=%d) inside epoch %d; last.pt keeps epoch %d",
+                        step, run.max_steps, epoch, epoch - 1)
+            return False, step
+        if run.ctx.is_main:
+            _save_epoch(run, epoch, step, row)
+        run.state["epoch"], run.state["step"] = epoch, step
+        barrier()
+    return True, step
+
+
+def _finalize(run: _Run) -> None:
+    """Publish the selected model as checkpoint.pt (once every epoch has run)."""
+    best_path, ckpt_path, log_path, state = run.path(BEST), run.path(CHECKPOINT), run.path(LOG), run.state
+    if not best_path.exists():
+        raise CheckpointError(
+            f"training is complete (epoch {state['epoch']}) but the selected model {best_path} is "
+            f"missing; delete {ckpt_path.parent} to train again"
+        )
+    copy_atomic(best_path, ckpt_path)
+    if not log_path.exists():
+        _write_log(state["log"], log_path)
+    logger.info("selected epoch %d (val RSUM %.2f): %s", state["best_epoch"], state["best_val_rsum"], ckpt_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,417 +537,31 @@ def train(
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     if ctx.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+    inputs = {
+        "dataset_root": dataset_root, "images_manifest": images_manifest, "texts_manifest": texts_manifest,
+        "image_shards": [Path(p) for p in image_shards], "text_shards": [Path(p) for p in text_shards],
+        "out_dir": out_dir, "references": None if references is None else Path(references),
+        "neighbours": None if neighbours is None else Path(neighbours),
+    }
+    run = None
     try:
-        return _train(
-            ctx, cfg, student_cfg, Path(dataset_root), Path(images_manifest), Path(texts_manifest),
-            [Path(p) for p in image_shards], [Path(p) for p in text_shards], Path(out_dir), max_steps,
-            None if references is None else Path(references), None if neighbours is None else Path(neighbours),
+        run = _setup(ctx, cfg, student_cfg, inputs, max_steps)
+        _resume(run)
+        finished, steps = _loop(run)
+        completed = finished and int(run.state["epoch"]) >= cfg.epochs
+        if completed and ctx.is_main:
+            _finalize(run)
+        # Only rank 0 validates: share what it selected.
+        best_val_rsum, best_epoch = broadcast_from_main([run.state["best_val_rsum"], run.state["best_epoch"]],
+                                                        ctx.device)
+        barrier()
+        return TrainResult(
+            checkpoint=run.path(CHECKPOINT) if completed else None, train_log=run.path(LOG), last=run.path(LAST),
+            completed=completed, epochs_completed=int(run.state["epoch"]), steps=steps,
+            best_epoch=int(best_epoch), best_val_rsum=float(best_val_rsum),
         )
     finally:
+        if run is not None:
+            run.method.close()
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         cleanup_distributed(ctx)
-
-
-def _train(
-    ctx: DistributedContext,
-    cfg: ExperimentConfig,
-    student_cfg: StudentConfig,
-    dataset_root: Path,
-    images_manifest: Path,
-    texts_manifest: Path,
-    image_shards: list[Path],
-    text_shards: list[Path],
-    out_dir: Path,
-    max_steps: int | None,
-    references: Path | None = None,
-    neighbours_path: Path | None = None,
-) -> TrainResult:
-    from softref.models.student import Student
-
-    device = ctx.device
-    is_mmref = cfg.method == "mmref"
-    if cfg.method not in CUSA_METHODS and not is_mmref:
-        raise ValueError(
-            f"experiment {cfg.name!r}: method {cfg.method!r} is not one of {sorted(CUSA_METHODS) + ['mmref']}"
-        )
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError(f"experiment {cfg.name!r}: epochs and batch_size must be >= 1, found {cfg.epochs}, {cfg.batch_size}")
-    if ctx.world_size != cfg.gpus:
-        message = (
-            f"experiment {cfg.name!r} expects {cfg.gpus} training process(es) (experiments.{cfg.name}.gpus), "
-            f"found {ctx.world_size}; with gather={cfg.gather} each process's losses see "
-            f"{cfg.batch_size // ctx.world_size} pairs instead of {cfg.batch_size // cfg.gpus}"
-        )
-        if device.type == "cuda":
-            # A silent change of the per-GPU batch would change the experiment.
-            raise ValueError(message + ". Grant the job that many GPUs (resource gpu) or change gpus")
-        logger.warning("%s (CPU run: going on)", message)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path, ckpt_path, log_path = out_dir / LAST, out_dir / BEST, out_dir / CHECKPOINT, out_dir / LOG
-    seed_everything(cfg.seed + ctx.rank)
-    disable_bars = progress_disabled(logger) or not ctx.is_main
-
-    # ============ data ... ============
-    images_sha, texts_sha = file_sha256(images_manifest), file_sha256(texts_manifest)
-    pairs = load_pairs(images_manifest, texts_manifest, "train")
-    val_items = split_items(images_manifest, texts_manifest, "val")
-    image_store, text_store = (None, None) if is_mmref else _open_stores(cfg, image_shards, text_shards, images_sha, texts_sha)
-    if image_store is not None:
-        _check_coverage(image_store, pairs["image_id"].tolist(), "image")
-        _check_coverage(text_store, pairs["text_id"].tolist(), "text")
-    logger.info(
-        "data: %d train pairs (%d images), val %d images / %d captions; teachers %s",
-        len(pairs), pairs["image_id"].nunique(), val_items.num_images, val_items.num_texts,
-        "none" if image_store is None else f"{image_store!r}, {text_store!r}",
-    )
-
-    # ============ model ... ============
-    student = Student(student_cfg.architecture, student_cfg.pretrained).to(device)
-    dataset = TrainPairs(pairs, dataset_root, student.transform)
-    head: nn.Module | None = None
-    identities: list[str] = []
-    teacher_references: Tensor | None = None
-    reference_facts: dict[str, Any] | None = None
-    scheme = None
-    if is_mmref:
-        from softref.models.mmref import MMRefHead, text_token_features, token_scheme_for
-        from softref.train.sampler import IdentityBatchSampler
-
-        identities = sorted(set(pairs["identity"]))
-        neighbours, teacher_references, reference_facts = _mmref_inputs(
-            cfg, identities, references, neighbours_path, images_sha, texts_sha
-        )
-        scheme = token_scheme_for(student)
-        with torch.no_grad():
-            text_width = int(text_token_features(student, student.tokenizer(["a"]).to(device)).shape[-1])
-        head = MMRefHead(
-            len(identities), student.embed_dim, text_width, scheme.vocab_size,
-            heads=cfg.mmref.decoder_heads, reconstruction_context=cfg.mmref.reconstruction_context,
-        ).to(device)
-        if teacher_references is not None:
-            teacher_references = teacher_references.to(device)
-        sampler = IdentityBatchSampler(
-            pairs["identity"].tolist(), batch_size=cfg.batch_size, samples_per_identity=cfg.mmref.samples_per_identity,
-            seed=cfg.seed, neighbours=neighbours, neighbours_per_anchor=cfg.mmref.neighbours_per_anchor,
-            rank=ctx.rank, world_size=ctx.world_size,
-        )
-        collator = BatchCollator(student.tokenizer, identity_rows={name: i for i, name in enumerate(identities)})
-        logger.info(
-            "mmref: %d identities in the reference bank; sampler %d x %d with %d neighbour(s) per anchor; terms: %s",
-            len(identities), cfg.batch_size // cfg.mmref.samples_per_identity, cfg.mmref.samples_per_identity,
-            cfg.mmref.neighbours_per_anchor,
-            ", ".join(t for t, on in (("fuse", cfg.mmref.global_fusion), ("guide", cfg.mmref.reference_guidance),
-                                      ("recon", cfg.mmref.local_reconstruction), ("soft", cfg.mmref.soft_targets)) if on) or "id only",
-        )
-    else:
-        sampler = EpochBatchSampler(len(dataset), cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size)
-        collator = BatchCollator(student.tokenizer, image_store, text_store)
-    loader = make_loader(
-        dataset, sampler, collator, num_workers=cfg.num_workers, pin_memory=device.type == "cuda"
-    )
-
-    # ============ loss and optimizer ... ============
-    groups = parameter_groups(student, cfg.weight_decay)
-    if head is not None:
-        # The bank, decoder and MLM head start from scratch: they may learn faster than the
-        # pretrained student (mmref.head_lr_scale).
-        for extra in parameter_groups(head, cfg.weight_decay):
-            groups.append({**extra, "lr_scale": float(cfg.mmref.head_lr_scale)})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-
-    # ============ schedule ... ============
-    lr_schedule = cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs)
-
-    # ============ resume ... ============
-    run_config = {
-        "experiment": plain_config(cfg),
-        "student": plain_config(student_cfg),
-        "inputs": {
-            "images_manifest_sha256": images_sha,
-            "texts_manifest_sha256": texts_sha,
-            "image_teacher": None if image_store is None else _teacher_facts(image_store),
-            "text_teacher": None if text_store is None else _teacher_facts(text_store),
-            "references": reference_facts,
-        },
-    }
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_rsum": -math.inf, "best_epoch": 0, "log": []}
-    # Every process reads the resume state before rank 0 may move a stale one aside.
-    barrier()
-    resumed = (
-        load_checkpoint(last_path, map_location="cpu", required=("model", "optimizer", "epoch", "config"))
-        if last_path.exists()
-        else None
-    )
-    barrier()
-    if resumed is not None:
-        differences = config_differences(_comparable(resumed["config"]), _comparable(run_config))
-        if differences:
-            # The run folder holds another experiment's state (the config or an input changed, and
-            # Snakemake asked for a new run): keep it aside, never resume from it.
-            moved = _supersede(out_dir, ctx)
-            logger.warning(
-                "%s was written by another configuration (differing keys: %s); it and the run's other "
-                "files were moved to %s and training starts over", last_path, "; ".join(differences), moved,
-            )
-            resumed = None
-    if resumed is not None:
-        student.load_state_dict(resumed["model"])
-        if head is not None:
-            if "mmref_head" not in resumed:
-                raise CheckpointError(f"{last_path}: an mmref run's resume state lacks 'mmref_head'; delete {out_dir} to start over")
-            head.load_state_dict(resumed["mmref_head"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        restore_rng_state(resumed["rng"])
-        for key in state:
-            state[key] = resumed[key]
-        logger.info("resuming %s after epoch %d (step %d)", out_dir, state["epoch"], state["step"])
-    # Under torchrun every process starts from rank 0's weights and averages gradients after each
-    # backward, as DistributedDataParallel does. DDP itself is not used: base / csa / usa leave
-    # heads and temperatures without gradient and the temperatures are returned as parameters,
-    # which its reducer cannot follow (find_unused_parameters marks them ready twice).
-    model: nn.Module = student
-    broadcast_parameters(student)
-    if head is not None:
-        broadcast_parameters(head)
-    mmref_extra = {} if head is None else {"mmref": {"identities": identities, "config": plain_config(cfg.mmref)}}
-
-    if int(state["epoch"]) >= cfg.epochs:
-        logger.warning(
-            "%s: training already complete (epoch %d of %d, same configuration): publishing its selected "
-            "model; delete the folder to train again", out_dir, state["epoch"], cfg.epochs,
-        )
-
-    # ============ loop ... ============
-    step = int(state["step"])
-    stopped = False
-    for epoch in range(int(state["epoch"]) + 1, cfg.epochs + 1):
-        if max_steps is not None and step >= max_steps:
-            stopped = True
-            break
-        lr = float(lr_schedule[epoch - 1])
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        sampler.set_epoch(epoch)
-        model.train()
-        if head is not None:
-            head.train()
-        sums = np.zeros(len(LOSS_TERMS))
-        used: tuple[str, ...] = ()
-        num_batches = 0
-        wait_seconds = fetch_seconds = 0.0
-        start = time.perf_counter()
-        ticked = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=disable_bars, leave=False)
-        for batch_index, batch in enumerate(bar):
-            if max_steps is not None and step >= max_steps:
-                stopped = True
-                break
-            wait_seconds += time.perf_counter() - ticked
-            fetch_seconds += batch.fetch_seconds
-            batch = batch.to(device, non_blocking=True)
-            if head is not None:
-                terms = mmref_losses(student, head, batch, cfg, scheme, teacher_references)
-            else:
-                terms = training_losses(model, batch, cfg)
-            values = _check_finite(terms, epoch, step + 1, batch_index, out_dir, device)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            average_gradients(student)
-            if head is not None:
-                average_gradients(head)
-            optimizer.step()
-            step += 1
-            used = tuple(terms)
-            for name, value in zip(terms, values):
-                sums[LOSS_TERMS.index(name)] += value
-            num_batches += 1
-            bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
-            ticked = time.perf_counter()
-        bar.close()
-        if stopped:
-            logger.info("stopping at step %d (max_steps=%d) inside epoch %d; last.pt keeps epoch %d",
-                        step, max_steps, epoch, epoch - 1)
-            break
-
-        means = all_reduce_mean(torch.tensor(sums / max(num_batches, 1), dtype=torch.float64, device=device)).cpu()
-        row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr}
-        for k, name in enumerate(LOSS_TERMS):
-            row[f"loss_{name}"] = float(means[k]) if name in used else None
-        row.update(_temperatures(student))
-
-        if ctx.is_main:
-            image_emb, text_emb = encode_split(
-                student, val_items, dataset_root, batch_size=cfg.batch_size, device=device,
-                num_workers=cfg.num_workers, desc=f"val {epoch}",
-            )
-            # MMRef's benchmarks are identity-level (any image of the person is a hit): select the
-            # same way; CUSA's are pair-level.
-            relevant = val_items.identity_relevant() if is_mmref else val_items.relevant()
-            val = image_text_metrics(image_emb, text_emb, relevant)
-            student.train()
-            for direction in ("i2t", "t2i"):
-                for k in KS:
-                    row[f"val_{direction}_R@{k}"] = val[direction][f"R@{k}"]
-            row["val_rsum"] = val["rsum"]
-            row.update(seconds=time.perf_counter() - start, wait_seconds=wait_seconds, fetch_seconds=fetch_seconds)
-            state["log"] = list(state["log"]) + [row]
-            if val["rsum"] > state["best_val_rsum"]:
-                state["best_val_rsum"], state["best_epoch"] = float(val["rsum"]), epoch
-                save_checkpoint(
-                    {
-                        "model": student.state_dict(),
-                        "config": run_config,
-                        "epoch": epoch,
-                        "step": step,
-                        "val": {k: row[k] for k in VAL_COLUMNS},
-                        "softref_version": __version__,
-                        **_head_state(head),
-                        **mmref_extra,
-                    },
-                    best_path,
-                )
-            state["epoch"], state["step"] = epoch, step
-            save_checkpoint(
-                {
-                    "model": student.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch,
-                    "step": step,
-                    "scaler": None,
-                    "rng": capture_rng_state(),
-                    "config": run_config,
-                    "best_val_rsum": state["best_val_rsum"],
-                    "best_epoch": state["best_epoch"],
-                    "log": state["log"],
-                    "softref_version": __version__,
-                    **_head_state(head),
-                    **mmref_extra,
-                },
-                last_path,
-            )
-            _write_log(state["log"], log_path)
-            logger.info(
-                "epoch %d/%d step %d lr %.3g: loss %.4f, val RSUM %.2f (best %.2f at epoch %d), %.1fs "
-                "(waiting for data %.1fs, teacher fetch %.1fs)",
-                epoch, cfg.epochs, step, lr, row["loss_total"], row["val_rsum"], state["best_val_rsum"],
-                state["best_epoch"], row["seconds"], wait_seconds, fetch_seconds,
-            )
-        state["epoch"], state["step"] = epoch, step
-        barrier()
-
-    for store in (image_store, text_store):
-        if store is not None:
-            store.close()
-    completed = not stopped and int(state["epoch"]) >= cfg.epochs
-    if completed and ctx.is_main:
-        _finalize(best_path, ckpt_path, log_path, state)
-    # Only rank 0 validates: share what it selected.
-    best_val_rsum, best_epoch = broadcast_from_main([state["best_val_rsum"], state["best_epoch"]], device)
-    state["best_val_rsum"], state["best_epoch"] = best_val_rsum, int(best_epoch)
-    barrier()
-    return TrainResult(
-        checkpoint=ckpt_path if completed else None,
-        train_log=log_path,
-        last=last_path,
-        completed=completed,
-        epochs_completed=int(state["epoch"]),
-        steps=step,
-        best_epoch=int(state["best_epoch"]),
-        best_val_rsum=float(state["best_val_rsum"]),
-    )
-
-
-def _supersede(out_dir: Path, ctx: DistributedContext) -> Path:
-    """Move the run folder's state files (last, best, checkpoint, log) to ``superseded/<UTC time>/``.
-
-    Rank 0 moves them; the others wait, so no process reads a half-moved folder.
-    """
-    target = out_dir / "superseded" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    if ctx.is_main:
-        target.mkdir(parents=True, exist_ok=True)
-        for name in (LAST, BEST, CHECKPOINT, LOG):
-            if (out_dir / name).exists():
-                os.replace(out_dir / name, target / name)
-    barrier()
-    return target
-
-
-def _head_state(head: nn.Module | None) -> dict[str, Any]:
-    return {} if head is None else {"mmref_head": head.state_dict()}
-
-
-def _mmref_inputs(
-    cfg: ExperimentConfig,
-    identities: Sequence[str],
-    references: Path | None,
-    neighbours_path: Path | None,
-    images_sha: str,
-    texts_sha: str,
-) -> tuple[dict[str, list[str]] | None, Tensor | None, dict[str, Any] | None]:
-    """MMRef's teacher inputs: the neighbour lists (sampler) and the teacher references (soft targets).
-
-    Both come from the teacher references of the experiment's two teachers, made from the same
-    manifests; their identities must be exactly the training identities (rows of the bank).
-    """
-    from softref.references.build import References
-    from softref.train.sampler import neighbours_from_parquet
-
-    need_neighbours = cfg.mmref.neighbours_per_anchor > 0
-    if not (need_neighbours or cfg.mmref.soft_targets):
-        return None, None, None
-    what = f"experiment {cfg.name!r} (mmref)"
-    if references is None or not Path(references).is_file():
-        raise FileNotFoundError(
-            f"{what} needs the teacher references results/references/{cfg.dataset}/{cfg.references_name}.h5 "
-            f"(neighbours_per_anchor > 0 or soft_targets); found {references}"
-        )
-    expect = {
-        "image_teacher": cfg.image_teacher,
-        "text_teacher": cfg.text_teacher,
-        "images_manifest_sha256": images_sha,
-        "texts_manifest_sha256": texts_sha,
-    }
-    refs = References.open(references, expect=expect)
-    found = list(refs.identities)
-    if found != list(identities):
-        extra, lacking = sorted(set(found) - set(identities)), sorted(set(identities) - set(found))
-        raise ValueError(
-            f"{references}: expected the {len(identities)} training identities as rows, found {len(found)}; "
-            f"not in training: {extra[:5]}; without a reference: {lacking[:5]}"
-        )
-    teacher = torch.tensor(np.asarray(refs.multimodal, dtype=np.float32)) if cfg.mmref.soft_targets else None
-    facts = {
-        key: refs.attrs.get(key)
-        for key in ("image_teacher", "text_teacher", "image_weights_sha256", "text_weights_sha256", "dim")
-    }
-    neighbours = None
-    if need_neighbours:
-        if neighbours_path is None or not Path(neighbours_path).is_file():
-            raise FileNotFoundError(f"{what} needs the neighbours table of {references}; found {neighbours_path}")
-        neighbours = neighbours_from_parquet(neighbours_path, identities)
-    return neighbours, teacher, facts
-
-
-def _teacher_facts(store: Any) -> dict[str, Any]:
-    attrs = store.attrs
-    return {key: attrs.get(key) for key in ("teacher", "weights_sha256", "preprocess", "dim", "normalized")}
-
-
-def _comparable(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    plain = plain_config(run_config)
-    for key in _RESUME_IGNORED:
-        plain.get("experiment", {}).pop(key, None)
-    return plain
-
-
-def _finalize(best_path: Path, ckpt_path: Path, log_path: Path, state: Mapping[str, Any]) -> None:
-    """Publish the selected model as checkpoint.pt (once every epoch has run)."""
-    if not best_path.exists():
-        raise CheckpointError(
-            f"training is complete (epoch {state['epoch']}) but the selected model {best_path} is "
-            f"missing; delete {ckpt_path.parent} to train again"
-        )
-    _copy_atomic(best_path, ckpt_path)
-    if not log_path.exists():
-        _write_log(state["log"], log_path)
-    logger.info("selected epoch %d (val RSUM %.2f): %s", state["best_epoch"], state["best_val_rsum"], ckpt_path)

@@ -4,13 +4,13 @@ Two kinds of file come out of a training run:
 
 ``last.pt`` (the resume state, rewritten after every epoch)
     ``model`` and ``optimizer`` state dicts, ``epoch`` (the last completed one, 1-based),
-    ``step``, ``scaler`` (None: training is fp32), ``rng`` (torch, CUDA, numpy and Python
+    ``step``, ``rng`` (torch, CUDA, numpy and Python
     random states as tensors and plain lists), ``config`` (the run's configuration as a plain
     dict), ``best_val_rsum``, ``best_epoch``, ``log`` (the train_log rows so far),
     ``softref_version``.
 ``checkpoint.pt`` (the selected model: best validation RSUM)
     ``model`` state dict, ``config``, ``epoch``, ``step``, ``val`` (its validation metrics),
-    ``softref_version``. :func:`softref.evaluate.retrieval.load_student` rebuilds the student.
+    ``softref_version``. :func:`softref.models.student.load_student` rebuilds the student.
 
 Only tensors, dicts, lists, tuples, strings, numbers, booleans and None go in, so the files
 load with ``weights_only=True`` and no code can ride along.
@@ -23,13 +23,14 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from softref.files import atomic_path
 
 __all__ = [
     "CheckpointError",
@@ -49,19 +50,11 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(obj: Mapping[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file in the same directory, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(obj), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` to a temporary file beside ``path`` (fsynced), then rename over ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(dict(obj), fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -72,13 +65,26 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", requir
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({err})") from err
+        raise CheckpointError(
+            f"{path}: not a readable softref checkpoint ({_reason(err)}); softref loads checkpoints only with "
+            f"weights_only=True, so delete the file and rerun the job that writes it"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, found {type(obj).__name__}")
     missing = [key for key in required if key not in obj]
     if missing:
         raise CheckpointError(f"{path}: missing key(s) {missing}; found {sorted(obj)}")
     return obj
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of a loading error, without torch's advice to load with weights_only=False
+    (which would run arbitrary code from the file: never a fix softref suggests)."""
+    for line in str(err).splitlines():
+        line = line.strip()
+        if line and "weights_only" not in line and "arbitrary code" not in line and "trusted source" not in line:
+            return f"{type(err).__name__}: {line}"
+    return type(err).__name__
 
 
 def capture_rng_state() -> dict[str, Any]:

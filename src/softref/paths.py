@@ -1,0 +1,100 @@
+"""Where the DAG's artifacts live: every path pattern defined once, for the rules and the code.
+
+The Snakemake rules take their ``output:`` patterns from here and the input functions of
+``workflow/rules/common.smk`` fill them in; the CLI (``python -m softref.train``) and the
+tests find the same files through the same functions. Patterns are relative to the folder
+Snakemake runs in (``--directory``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "CHECKPOINT",
+    "EVALUATION",
+    "FEATURE_SHARD",
+    "IMAGES_MANIFEST",
+    "IMAGE_SHARD",
+    "MANIFEST",
+    "PAIRS_MANIFEST",
+    "POSITIVES_MANIFEST",
+    "TEXTS_MANIFEST",
+    "TEXT_SHARD",
+    "NEIGHBOUR_INDEX",
+    "NEIGHBOURS",
+    "REFERENCES",
+    "RESULTS",
+    "RUN",
+    "TABLE_CSV",
+    "TABLE_MD",
+    "TRAIN_LOG",
+    "evaluation",
+    "feature_shards",
+    "manifest",
+    "modality_folder",
+    "references",
+    "run_dir",
+]
+
+RESULTS = "results"
+#: ``kind``: images, texts, positives (ECCV-style extra relevance), pairs (sentence pairs).
+MANIFEST = "results/data/{dataset}/{kind}.parquet"
+IMAGES_MANIFEST = "results/data/{dataset}/images.parquet"
+TEXTS_MANIFEST = "results/data/{dataset}/texts.parquet"
+POSITIVES_MANIFEST = "results/data/{dataset}/positives.parquet"
+PAIRS_MANIFEST = "results/data/{dataset}/pairs.parquet"
+IMAGE_SHARD = "results/features/{dataset}/{teacher}/images-{shard}.h5"
+TEXT_SHARD = "results/features/{dataset}/{teacher}/texts-{shard}.h5"
+FEATURE_SHARD = "results/features/{dataset}/{teacher}/{modality}-{shard}.h5"
+#: ``teachers``: ``<image teacher>+<text teacher>``.
+REFERENCES = "results/references/{dataset}/{teachers}.h5"
+NEIGHBOUR_INDEX = "results/references/{dataset}/{teachers}.faiss"
+NEIGHBOURS = "results/references/{dataset}/{teachers}.neighbours.parquet"
+RUN = "results/runs/{experiment}"
+CHECKPOINT = RUN + "/checkpoint.pt"
+TRAIN_LOG = RUN + "/train_log.csv"
+EVALUATION = RUN + "/eval/{benchmark}.json"
+TABLE_CSV = "results/{table}.csv"
+TABLE_MD = "results/{table}.md"
+
+_MODALITY_FOLDERS = {"image": "images", "text": "texts"}
+
+
+def modality_folder(modality: str) -> str:
+    """A teacher's modality (``image`` / ``text``) as its shards name it (``images`` / ``texts``)."""
+    return _MODALITY_FOLDERS[modality]
+
+
+def _under(root: str | Path, pattern: str, **values: object) -> Path:
+    """``pattern`` filled in, with ``results/`` replaced by ``root``."""
+    relative = Path(pattern.format(**values)).relative_to(RESULTS)
+    return Path(root) / relative
+
+
+def manifest(dataset: str, kind: str, root: str | Path = RESULTS) -> Path:
+    return _under(root, MANIFEST, dataset=dataset, kind=kind)
+
+
+def feature_shards(dataset: str, teacher: str, modality: str, num_shards: int, root: str | Path = RESULTS) -> list[Path]:
+    """Every shard of one (dataset, teacher); ``modality`` is the teacher's (image or text)."""
+    folder = modality_folder(modality)
+    return [_under(root, FEATURE_SHARD, dataset=dataset, teacher=teacher, modality=folder, shard=k)
+            for k in range(num_shards)]
+
+
+def references(dataset: str, teachers: str, root: str | Path = RESULTS) -> dict[str, Path]:
+    """The references file, its FAISS index and its neighbours table of ``<image>+<text>`` teachers."""
+    return {
+        "references": _under(root, REFERENCES, dataset=dataset, teachers=teachers),
+        "index": _under(root, NEIGHBOUR_INDEX, dataset=dataset, teachers=teachers),
+        "neighbours": _under(root, NEIGHBOURS, dataset=dataset, teachers=teachers),
+    }
+
+
+def run_dir(experiment: str, root: str | Path = RESULTS) -> Path:
+    return _under(root, RUN, experiment=experiment)
+
+
+def evaluation(experiment: str, benchmark: str, root: str | Path = RESULTS) -> Path:
+    return _under(root, EVALUATION, experiment=experiment, benchmark=benchmark)

@@ -1,0 +1,62 @@
+"""Launch one experiment's training on N processes with torchrun, from the package itself.
+
+The ``train`` rule calls :func:`launch_torchrun` when its job was granted more than one GPU.
+The children run ``python -m softref.train`` on the run's effective config. They must import
+the same softref as the parent, also where softref is not installed (``--sdm conda`` builds an
+environment of the dependencies only): :func:`package_environment` puts the folder that holds
+the running package first on ``PYTHONPATH``. Arguments go as a list, never through a shell.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import softref
+from softref.runtime import prepend_path
+
+__all__ = ["launch_torchrun", "package_environment", "torchrun_command"]
+
+logger = logging.getLogger(__name__)
+
+
+def package_root() -> Path:
+    """The folder holding the ``softref`` package that is running (``src`` of a checkout)."""
+    return Path(softref.__file__).resolve().parents[1]
+
+
+def package_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with :func:`package_root` first on ``PYTHONPATH``."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = prepend_path(env.get("PYTHONPATH"), str(package_root()))
+    return env
+
+
+def torchrun_command(config: Path, experiment: str, processes: int, *, results: Path = Path("results"),
+                     python: str | None = None) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N -m softref.train ...`` as a list."""
+    if processes < 2:
+        raise ValueError(f"torchrun_command: expected 2 or more processes, found {processes}")
+    return [
+        python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "softref.train", "--config", str(config), "--experiment", experiment, "--results", str(results),
+    ]
+
+
+def launch_torchrun(config: Path, experiment: str, processes: int, *, results: Path = Path("results"),
+                    python: str | None = None) -> None:
+    """Run the experiment's training on ``processes`` processes and wait; an error if any fails.
+
+    Their output goes to this process's stderr (the rule's log).
+    """
+    command = torchrun_command(config, experiment, processes, results=results, python=python)
+    logger.info("running: %s", " ".join(command))
+    sys.stderr.flush()
+    done = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr, env=package_environment(), check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"experiment {experiment!r}: torchrun with {processes} processes exited with "
+                           f"{done.returncode}; the rule's log holds every process's output")
