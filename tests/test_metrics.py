@@ -526,3 +526,50 @@ def test_two_way_examples_and_single_row_or_column():
     one = np.array([[0.3, 0.3, 0.7]])
     assert recall_at_k(one, np.array([[False, True, False]]), ks=(1, 2, 3)) == {1: 0.0, 2: 0.0, 3: 100.0}
     assert recall_at_k(one.T, np.ones((3, 1), dtype=bool), ks=(1,)) == {1: 100.0}
+
+
+def test_image_text_metrics_and_eccv_scores_match_reference_with_tied_embeddings():
+    """The callers of the two-way functions, with duplicated images and captions (tied scores)
+    and embeddings rounded to a coarse grid (more ties)."""
+    from softref.evaluate.protocols import eccv_scores, identity_relevance
+    from softref.evaluate.retrieval import image_text_metrics
+
+    rng = np.random.default_rng(9)
+    num_images = 12
+    images = np.round(rng.standard_normal((num_images, 4)), 0)
+    images[6:] = images[:6]  # every image twice: tied columns for each caption
+    images /= np.maximum(np.linalg.norm(images, axis=1, keepdims=True), 1e-12)
+    owner = np.repeat(np.arange(num_images), 5)
+    captions = images[owner] + np.round(0.5 * rng.standard_normal((owner.size, 4)), 0)
+    captions[::7] = captions[0]  # repeated captions: tied rows
+    relevant = owner[None, :] == np.arange(num_images)[:, None]
+    image_t = torch.from_numpy(images).float()
+    caption_t = torch.from_numpy(captions / np.linalg.norm(captions, axis=1, keepdims=True)).float()
+    got = image_text_metrics(image_t, caption_t, relevant)
+    scores = image_t @ caption_t.T
+    want_i2t = _reference_recall_at_k(scores, relevant)
+    want_t2i = _reference_recall_at_k(scores.T, relevant.T)
+    assert got["i2t"] == {f"R@{k}": want_i2t[k] for k in (1, 5, 10)}
+    assert got["t2i"] == {f"R@{k}": want_t2i[k] for k in (1, 5, 10)}
+
+    identities = list(np.arange(num_images) % 6)  # the duplicated images share an identity
+    identity_rel = identity_relevance(identities, [identities[i] for i in owner])
+    out = eccv_scores(images, captions, identity_rel)
+    # eccv_scores normalises float64 input in float64, as here.
+    unit = torch.nn.functional.normalize(torch.from_numpy(images), dim=1)
+    unit_c = torch.nn.functional.normalize(torch.from_numpy(captions), dim=1)
+    cosine = unit @ unit_c.T
+    assert (cosine.sort(dim=0).values.diff(dim=0) == 0).any(dim=0).all()  # every caption ties images
+    assert out["i2t"] == pytest.approx(_reference_eccv(cosine, identity_rel), **CLOSE)
+    assert out["t2i"] == pytest.approx(_reference_eccv(cosine.T, identity_rel.T), **CLOSE)
+
+
+def test_numpy_views_torch_cannot_share_are_copied():
+    scores = _scores("rounded", 9, 11, seed=3)[::-1]  # negative strides
+    relevant = _relevance("identity", 9, 11, seed=3)[:, ::-1]
+    big_endian = scores.astype(">f4")
+    want = _reference_recall_at_k(np.ascontiguousarray(scores), np.ascontiguousarray(relevant))
+    assert recall_at_k(scores, relevant) == want
+    assert recall_at_k(big_endian, relevant) == want
+    assert map_r_precision_r1(scores, relevant) == pytest.approx(
+        _reference_eccv(np.ascontiguousarray(scores), np.ascontiguousarray(relevant)), **CLOSE)
