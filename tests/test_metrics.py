@@ -375,12 +375,12 @@ SCORE_KINDS = ["random", "rounded", "coarse", "constant-rows", "zeros", "special
 RELEVANCE_KINDS = ["one-per-query", "identity", "sparse", "dense"]
 
 
-@pytest.fixture(params=["default", "narrow-tiles", "top-lists", "dense-only"])
+@pytest.fixture(params=["default", "counting", "top-lists", "dense-only"])
 def strategy(request, monkeypatch):
-    """Run each comparison through every code path: the counting pass with its default tiles and
-    with 3-column tiles, top-k lists for every query, and dense relevance kept unlisted."""
-    if request.param == "narrow-tiles":
-        monkeypatch.setattr(metrics, "_TILE_WIDTH", 3)
+    """Run each comparison through every code path: the default choice, counting for every
+    query (in blocks of one row), top-k lists for every query, and dense relevance kept unlisted."""
+    if request.param == "counting":
+        monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 1)
         monkeypatch.setattr(metrics, "_COUNT_SLOTS", 1 << 20)
     elif request.param == "top-lists":
         monkeypatch.setattr(metrics, "_COUNT_SLOTS", 0)
