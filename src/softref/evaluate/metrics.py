@@ -19,15 +19,17 @@ No row is sorted in full. The 0-based position of gallery item j in query q's ra
 exactly its position in the stable sort, and every metric needs only the ranks of the relevant
 items (the metrics that stop at K or R only those below K or R). Two exact ways are used:
 
-- counting, when queries have few relevant items: one comparison per score and relevant item
-  in a pass over blocks of rows, which ranks the rows and the columns (the transposed
-  direction) in the same pass;
-- exact top-k lists otherwise (Recall@K, mAP@R, R-Precision): ``torch.topk`` of k + 1 items,
-  re-ordered by (score descending, index ascending); a row whose (k+1)-th score ties its k-th
-  is completed with its lowest-index tied items, found by one scan of that row.
+- counting: one comparison per score and target in a pass over blocks of whole rows, which
+  ranks the rows and the columns (the transposed direction) in the same pass. The targets are
+  the best-ranked relevant item of each query for Recall@K, every relevant item for mAP@R and
+  R-Precision when no query has more than ``_COUNT_SLOTS``, and for :func:`cmc_map_minp`;
+- exact top-k lists otherwise (mAP@R, R-Precision with many relevant items; Recall@K when a
+  dense relevance has too many to list): ``torch.topk`` of k + 1 items, re-ordered by (score
+  descending, index ascending); a row whose (k+1)-th score ties its k-th is completed with its
+  lowest-index tied items, found by one scan of that row.
 
-The full-ranking metrics of :func:`cmc_map_minp` sort only the rows of queries with more than
-``_SORT_SLOTS`` relevant items, where counting would cost more than the sort.
+:func:`cmc_map_minp` ranks all hits, so it sorts the rows of queries with more than
+``_SORT_SLOTS`` hits, where counting would cost more than the sort.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ __all__ = [
 
 # Elements of one (queries x gallery) block: bounds the temporaries to ~32 MB each.
 CHUNK_ELEMENTS = 1 << 22
-# Scores per block of the counting pass (whole rows): its comparison temporaries stay in cache.
+# Scores per block of the counting pass (whole rows): few operations (each on all threads) and
+# temporaries of a few MB.
 _BLOCK_ELEMENTS = 1 << 20
 # Recall@K, mAP@R, R-P: count ranks up to this many relevant items per query, else top-k lists.
 _COUNT_SLOTS = 2
