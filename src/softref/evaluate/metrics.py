@@ -59,8 +59,9 @@ CHUNK_ELEMENTS = 1 << 22
 _BLOCK_ELEMENTS = 1 << 20
 # Recall@K, mAP@R, R-P: count ranks up to this many relevant items per query, else top-k lists.
 _COUNT_SLOTS = 2
-# Full-ranking metrics: a query with more relevant items than this is ranked by a stable sort.
-_SORT_SLOTS = 64
+# Full-ranking metrics: a query with more relevant items than this is ranked by a stable sort
+# (measured break-even: ~45 hits per query at 3K and 20K gallery items).
+_SORT_SLOTS = 40
 # A dense relevance matrix with more relevant pairs than this is not listed as pairs.
 _PAIR_LIMIT = 1 << 22
 
