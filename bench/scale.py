@@ -24,7 +24,10 @@ eval: evaluation metrics against one GEMM at COCO 5K size by default: 5,000 imag
 
 The timed parts run alternately (a, b, c, a, b, c, ...) after one warm-up each, with the same
 threads; the medians of ``--repeats`` runs and their ratios are printed with PASS / FAIL per
-goal. The script is a report: it exits 0 whatever the verdicts.
+goal. The script is a report: it exits 0 whatever the verdicts. The machine's load average
+is printed before and after: with other jobs on the cores, torch's threads wait for each other
+at every operation (the metrics run hundreds of them, the GEMM a few), so on a loaded machine
+give ``--threads`` the number of idle cores.
 
     python bench/scale.py --sections eval --repeats 3
 """
@@ -157,6 +160,14 @@ def _peak_extra(fn: Callable[[], Any], device: torch.device) -> int:
     return max(peak[0], _rss_bytes()) - before
 
 
+def _load() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
 def _runs(times: list[float]) -> str:
     return ", ".join(f"{t:.3f}" for t in times)
 
@@ -195,7 +206,7 @@ def section_eval(args: argparse.Namespace, device: torch.device) -> None:
     print(
         f"eval: {num_images} images x {num_captions} captions, D={args.dim}, {per_image:.1f} relevant captions "
         f"per image, {per_caption:.1f} relevant images per caption, device {device}, "
-        f"threads {torch.get_num_threads()}; score matrix {score_bytes / 2**20:.0f} MiB"
+        f"threads {torch.get_num_threads()}; score matrix {score_bytes / 2**20:.0f} MiB; {_load()}"
     )
     results = (recall(), eccv())  # warm-up, and the numbers
     gemm()
@@ -222,6 +233,7 @@ def section_eval(args: argparse.Namespace, device: torch.device) -> None:
     for name, extra in (("(b)", memory_b), ("(c)", memory_c)):
         print(f"  peak memory of {name}: score matrix + {extra / 2**20:6.1f} MiB  goal <= score matrix + a chunk "
               f"({CHUNK_BYTES / 2**20:.0f} MiB)  {_verdict(extra <= CHUNK_BYTES)}  ({memory_how})")
+    print(f"  after the runs: {_load()}")
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, torch.device], None]] = {"eval": section_eval}
