@@ -393,8 +393,7 @@ def _count_ranks(
     used slots; returns int64 ranks shaped like the slots (meaningless where unused).
     """
     num_rows, num_cols = matrix.shape
-    # Blocks of ~_BLOCK_ELEMENTS scores: few enough operations (each runs on all threads), small
-    # enough temporaries to stay in cache; never more rows than chunk_size.
+    # Blocks of ~_BLOCK_ELEMENTS scores (see there); never more rows than chunk_size.
     height = max(1, _BLOCK_ELEMENTS // num_cols)
     if chunk_size is not None:
         height = min(height, chunk_size)
@@ -441,7 +440,7 @@ def _count_ranks(
 def _counted_ranks(rel: _Relevance, matrix: Tensor, axes: Sequence[str], width: dict[str, int],
                    chunk_size: int | None) -> dict[str, Tensor]:
     """Sorted ranks of the first ``width[axis]`` relevant items of every query of each axis,
-    padded with ``matrix.shape`` sum (a rank no item has) where a query has fewer."""
+    padded with rows + columns (a rank no item has) where a query has fewer."""
     slots: dict[str, tuple[Tensor, Tensor, np.ndarray]] = {}
     for axis in axes:
         scores, items = _slots(rel, matrix, axis, width[axis])
