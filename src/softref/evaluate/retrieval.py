@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from softref.atomic import write_text_atomic
 from softref.data.manifest import file_sha256, read_images, read_texts
-from softref.evaluate.metrics import recall_at_k_both_ways
+from softref.evaluate.metrics import recall_at_k
 from softref.train.data import load_rgb
 
 __all__ = [
@@ -191,6 +191,8 @@ def image_text_metrics(image_emb: Tensor, text_emb: Tensor, relevant: np.ndarray
     ``scores = image_emb @ text_emb.T``; i2t ranks captions per image with ``relevant``,
     t2i ranks images per caption with ``relevant.T``.
     """
+    from softref.evaluate.metrics import recall_at_k_both_ways
+
     scores = image_emb.float() @ text_emb.float().T
     relevant_t = torch.as_tensor(np.asarray(relevant, dtype=bool))
     # Both directions from one pass over the score matrix (rows: i2t, columns: t2i).
