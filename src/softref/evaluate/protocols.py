@@ -35,7 +35,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from softref.evaluate.metrics import CHUNK_ELEMENTS, cmc_map_minp, map_at_r, r_precision, recall_at_k
+from softref.evaluate.metrics import CHUNK_ELEMENTS, cmc_map_minp, map_r_precision_r1_both_ways
 from softref.evaluate.refine import refine_scores
 from softref.runtime import progress_disabled
 
@@ -154,14 +154,6 @@ def identity_relevance(image_identities: Sequence[Any], text_identities: Sequenc
     return image_codes[:, None] == text_codes[None, :]
 
 
-def _eccv_metric_set(scores: Tensor, relevant: Tensor) -> dict[str, float]:
-    return {
-        "mAP@R": float(map_at_r(scores, relevant)),
-        "R-P": float(r_precision(scores, relevant)),
-        "R@1": float(recall_at_k(scores, relevant, (1,))[1]),
-    }
-
-
 def eccv_scores(image_emb: Any, text_emb: Any, relevant_i2t: Any) -> dict[str, dict[str, float]]:
     """mAP@R, R-Precision and R@1 in both directions from a relevance matrix, in percent.
 
@@ -183,8 +175,9 @@ def eccv_scores(image_emb: Any, text_emb: Any, relevant_i2t: Any) -> dict[str, d
             f"found {tuple(relevant.shape)}"
         )
     scores = image @ text.T
-    # Transposed views are read in row chunks by the metrics: no second full matrix.
-    return {"i2t": _eccv_metric_set(scores, relevant), "t2i": _eccv_metric_set(scores.T, relevant.T)}
+    # One pass ranks both directions (rows: i2t, columns: t2i): no second matrix, no sort.
+    i2t, t2i = map_r_precision_r1_both_ways(scores, relevant)
+    return {"i2t": i2t, "t2i": t2i}
 
 
 def _eccv_package_dir() -> Path:

@@ -158,11 +158,12 @@ def image_text_metrics(image_emb: Tensor, text_emb: Tensor, relevant: np.ndarray
     ``scores = image_emb @ text_emb.T``; i2t ranks captions per image with ``relevant``,
     t2i ranks images per caption with ``relevant.T``.
     """
+    from softref.evaluate.metrics import recall_at_k_both_ways
+
     scores = image_emb.float() @ text_emb.float().T
     relevant_t = torch.as_tensor(np.asarray(relevant, dtype=bool))
-    i2t = recall_at_k(scores, relevant_t, KS)
-    # Transposed views: recall_at_k reads them in row chunks, no second full matrix.
-    t2i = recall_at_k(scores.T, relevant_t.T, KS)
+    # Both directions from one pass over the score matrix (rows: i2t, columns: t2i).
+    i2t, t2i = recall_at_k_both_ways(scores, relevant_t, KS)
     result = {
         "i2t": {f"R@{k}": float(i2t[k]) for k in KS},
         "t2i": {f"R@{k}": float(t2i[k]) for k in KS},
