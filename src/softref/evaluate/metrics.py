@@ -34,7 +34,7 @@ items (the metrics that stop at K or R only those below K or R). Two exact ways 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -831,6 +831,35 @@ def _cmc_sums(ranks: Tensor, num_relevant: Tensor, cutoffs: Sequence[int]) -> tu
     return hits, float(average_precision.sum()), float(inverse_precision.sum())
 
 
+def _cmc_blocks(matrix: Tensor, transposed: bool, query_codes: Tensor, gallery_codes: Tensor, counts: np.ndarray,
+                cutoffs: list[int], chunk_size: int | None) -> Iterator[tuple[np.ndarray, float, float]]:
+    """(CMC hits per cut-off, AP sum, INP sum) of groups of queries: those with few hits by counting
+    their hits' ranks, the others by a stable sort of their rows."""
+    device = matrix.device
+    axis = _COL if transposed else _ROW
+    num_gallery = int(gallery_codes.shape[0])
+    counted = np.flatnonzero(counts <= _SORT_SLOTS)
+    if counted.size:
+        owner, item = _label_pairs(query_codes, gallery_codes, torch.from_numpy(counted))
+        rows, cols = (item, owner) if transposed else (owner, item)
+        rel = _from_pairs(rows, cols, matrix.shape[0], matrix.shape[1], device)
+        width = int(counts[counted].max())
+        ranks = _counted_ranks(rel, matrix, (axis,), {axis: width}, chunk_size)[axis]
+        chosen = torch.from_numpy(counted).to(device)
+        yield _cmc_sums(ranks[chosen], torch.from_numpy(counts[counted]).to(device), cutoffs)
+    sorted_queries = np.flatnonzero(counts > _SORT_SLOTS)
+    if sorted_queries.size:
+        gallery_on_device = gallery_codes.to(device)
+        step = _resolve_chunk_size(chunk_size, num_gallery)
+        for start in range(0, sorted_queries.size, step):
+            chosen = torch.from_numpy(sorted_queries[start : start + step]).to(device)
+            lines = _lines(matrix, axis, chosen)
+            order = torch.sort(lines, dim=1, descending=True, stable=True).indices
+            flags = query_codes.to(device)[chosen].unsqueeze(1) == gallery_on_device[order]
+            ranks = _ranks_from_flags(flags, num_gallery)
+            yield _cmc_sums(ranks, torch.from_numpy(counts[chosen.cpu().numpy()]).to(device), cutoffs)
+
+
 def cmc_map_minp(
     scores: Any,
     query_labels: Any,
@@ -877,41 +906,16 @@ def cmc_map_minp(
     _require_relevant(counts)
 
     matrix, transposed = _layout(scores)
-    device = matrix.device
-    axis = _COL if transposed else _ROW
     curve_length = min(max_rank, num_gallery)
     cutoffs = [min(k, curve_length) for k in (1, 5, 10) if k <= max_rank]
     hits = np.zeros(len(cutoffs), dtype=np.int64)
     ap_total, inp_total = 0.0, 0.0
 
-    counted = np.flatnonzero(counts <= _SORT_SLOTS)
-    if counted.size:
-        owner, item = _label_pairs(query_codes, gallery_codes, torch.from_numpy(counted))
-        rows, cols = (item, owner) if transposed else (owner, item)
-        rel = _from_pairs(rows, cols, matrix.shape[0], matrix.shape[1], device)
-        width = int(counts[counted].max())
-        ranks = _counted_ranks(rel, matrix, (axis,), {axis: width}, chunk_size)[axis]
-        chosen = torch.from_numpy(counted).to(device)
-        block_hits, ap, inp = _cmc_sums(ranks[chosen], torch.from_numpy(counts[counted]).to(device), cutoffs)
+    for block_hits, ap, inp in _cmc_blocks(matrix, transposed, query_codes, gallery_codes, counts, cutoffs,
+                                           chunk_size):
         hits += block_hits
         ap_total += ap
         inp_total += inp
-
-    sorted_queries = np.flatnonzero(counts > _SORT_SLOTS)
-    if sorted_queries.size:
-        gallery_on_device = gallery_codes.to(device)
-        step = _resolve_chunk_size(chunk_size, num_gallery)
-        for start in range(0, sorted_queries.size, step):
-            chosen = torch.from_numpy(sorted_queries[start : start + step]).to(device)
-            lines = _lines(matrix, axis, chosen)
-            order = torch.sort(lines, dim=1, descending=True, stable=True).indices
-            flags = query_codes.to(device)[chosen].unsqueeze(1) == gallery_on_device[order]
-            ranks = _ranks_from_flags(flags, num_gallery)
-            block_hits, ap, inp = _cmc_sums(ranks, torch.from_numpy(counts[chosen.cpu().numpy()]).to(device),
-                                            cutoffs)
-            hits += block_hits
-            ap_total += ap
-            inp_total += inp
 
     cmc = 100.0 * hits / num_queries
     result: dict[str, float] = {}

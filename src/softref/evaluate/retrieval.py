@@ -23,7 +23,7 @@ from torch import Tensor
 
 from softref.data.manifest import read_images, read_texts
 from softref.evaluate.encode import encode_images, encode_texts
-from softref.evaluate.metrics import recall_at_k
+from softref.evaluate.metrics import recall_at_k_both_ways
 from softref.files import file_sha256, write_text_atomic
 from softref.models.student import load_student
 from softref.runtime import default_device
@@ -158,7 +158,6 @@ def image_text_metrics(image_emb: Tensor, text_emb: Tensor, relevant: np.ndarray
     ``scores = image_emb @ text_emb.T``; i2t ranks captions per image with ``relevant``,
     t2i ranks images per caption with ``relevant.T``.
     """
-    from softref.evaluate.metrics import recall_at_k_both_ways
 
     scores = image_emb.float() @ text_emb.float().T
     relevant_t = torch.as_tensor(np.asarray(relevant, dtype=bool))
