@@ -321,3 +321,29 @@ def test_training_calls_the_public_objective(bench: dict, tmp_path: Path, monkey
     row = read_log(tmp_path / "run" / "train_log.csv")[0]
     for term in ("total", "itr", "csa", "usa"):
         assert float(row[f"loss_{term}"]) == pytest.approx(np.mean([c[term] for c in calls]), rel=1e-6, abs=1e-9)
+
+
+def test_student_captions_are_cleaned_the_same_at_training_and_evaluation(bench: dict, tmp_path: Path) -> None:
+    """student_pre_caption (the public code's cleaning of every caption the student sees) is recorded in
+    the checkpoint: the evaluation's tokens of a caption are the training batch's tokens."""
+    from softref.data.captions import pre_caption
+    from softref.evaluate.encode import encode_texts
+    from softref.models.student import Student, load_student
+    from softref.train.data import BatchCollator
+
+    result = run(bench, tmp_path / "run", experiment(epochs=1, student_pre_caption=True))
+    model, ckpt = load_student(result.checkpoint)
+    assert ckpt["config"]["experiment"]["student_pre_caption"] is True and model.pre_caption
+    caption = "A Person, wearing a RED hat!  (and blue-green shoes)"
+    trained = Student(STUDENT.architecture, pre_caption=True)  # as the trainer builds it
+    pixels = torch.zeros(3, 32, 32)
+    batch = BatchCollator(trained.tokenize)([(pixels, caption, "i", "t", 0, "")])
+    assert torch.equal(model.tokenize([caption]), batch.tokens)
+    assert torch.equal(batch.tokens, model.tokenizer([pre_caption(caption)]))
+    assert not torch.equal(batch.tokens, model.tokenizer([caption]))
+    same = encode_texts(model, [caption, pre_caption(caption)])
+    assert torch.equal(same[0], same[1])
+    # Switched off, the student reads captions as annotated, at training and at evaluation.
+    raw = run(bench, tmp_path / "raw", experiment(epochs=1, student_pre_caption=False))
+    raw_model, _ = load_student(raw.checkpoint)
+    assert not raw_model.pre_caption and torch.equal(raw_model.tokenize([caption]), model.tokenizer([caption]))

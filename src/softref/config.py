@@ -54,8 +54,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 #: Experiment keys that cannot change the trained model (loader workers; the table row's name and
-#: paper role): editing them neither reruns the train job nor stops a resume.
-TRAINING_IGNORES: tuple[str, ...] = ("num_workers", "label", "paper_method")
+#: paper role; which features the uni-modal benchmarks read): editing them neither reruns the train
+#: job nor stops a resume.
+TRAINING_IGNORES: tuple[str, ...] = ("num_workers", "label", "paper_method", "uni_features")
 
 
 class ConfigError(ValueError):
@@ -281,8 +282,9 @@ class ExperimentConfig:
     teacher_tau: float = 1.0
     seed: int = 23
     gather: bool = True
-    public_code_weighting: bool = False
-    student_pre_caption: bool = False
+    public_code_weighting: bool = True
+    student_pre_caption: bool = True
+    uni_features: str = "encoder"
     num_workers: int = 0
     label: str | None = None
     paper_method: str | None = None
@@ -302,6 +304,13 @@ class ExperimentConfig:
     def uses_teacher_features(self) -> bool:
         """True when training reads the teachers' feature shards (CUSA's soft labels)."""
         return self.method in ("csa", "usa", "cusa")
+
+    def switches(self) -> str:
+        """The keys where a run may follow or leave the public code's way, as ``key=value`` pairs
+        (the train job's message: a dry run shows them)."""
+        keys = ["method", "epochs", "batch_size", "gpus", "gather", "public_code_weighting", "student_pre_caption",
+                "uni_features", "teacher_tau"]
+        return ", ".join(f"{key}={getattr(self, key)}" for key in keys)
 
     def refines(self) -> bool:
         """True when the person benchmarks also report this experiment with reference-based refinement."""

@@ -158,6 +158,12 @@ def train_params(wildcards):
     }
 
 
+def train_switches(wildcards):
+    """The experiment's switches where softref and the public code can differ, one line for the dry
+    run's job listing (docs/reproducing.md lists them)."""
+    return CFG.experiments[wildcards.experiment].switches()
+
+
 def train_gpus(wildcards):
     """GPUs the train job asks for: the experiment's training processes (more than one runs torchrun)."""
     return CFG.experiments[wildcards.experiment].gpus
@@ -173,11 +179,11 @@ def evaluate_inputs(wildcards):
 
 
 def evaluate_params(wildcards):
-    """The benchmark as configured and whether the experiment is refined on it: a change reruns the evaluation."""
-    return {
-        "benchmark": config["benchmarks"][wildcards.benchmark],
-        "refine": CFG.experiments[wildcards.experiment].refines(),
-    }
+    """The benchmark as configured and the experiment's evaluation-only keys (refined or not, the
+    uni-modal features): a change reruns the evaluation."""
+    ex = CFG.experiments[wildcards.experiment]
+    return {"benchmark": config["benchmarks"][wildcards.benchmark], "refine": ex.refines(),
+            "uni_features": ex.uni_features}
 
 
 def table_inputs(wildcards):

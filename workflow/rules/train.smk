@@ -1,4 +1,6 @@
 # Training: one job per experiment. A killed job resumes from results/runs/{experiment}/last.pt.
+# The job's message lists the switches where a run may follow or leave the public code's way, so a
+# dry run (snakemake -n) shows them for every training it plans.
 
 
 rule train:
@@ -9,6 +11,9 @@ rule train:
         train_log=paths.TRAIN_LOG,
     params:
         run=train_params,
+        switches=train_switches,
+    message:
+        "train {wildcards.experiment} (resources: gpu={resources.gpu}, threads={threads}): {params.switches}"
     threads: 2
     resources:
         gpu=train_gpus,

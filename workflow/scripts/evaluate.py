@@ -24,5 +24,6 @@ with rule_context(snakemake) as cfg:
         pairs=Path(snakemake.input.pairs),
         batch_size=cfg.evaluation.batch_size,
         num_workers=cfg.evaluation.num_workers,
+        uni_features=ex.uni_features,
     )
     write_json({"experiment": snakemake.wildcards.experiment, **result}, Path(snakemake.output[0]))

@@ -14,9 +14,9 @@ person          cross      captions of ``split`` query its images; optional refi
 zero-shot       cross      images and class-mean captions of ``split``; AP@k and top-1
 =============== ========== ===================================================================
 
-[1] For students trained with USA (usa, cusa); the others' uni-modal projectors were never
-trained, so they are scored with the cross-modal embedding (:func:`unimodal_head`). The JSON
-names the head used.
+[1] For students trained with USA (usa, cusa); the others never train a uni-modal projector,
+so they are scored with the open_clip encoder's own output, as the public code does, or with
+the cross-modal head (``uni_features``, :func:`unimodal_head`). The JSON names the head used.
 
 Options (``BenchmarkConfig.options``), checked strictly (an unknown key is an error):
 
@@ -192,21 +192,31 @@ def _run_eccv(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, An
     return out
 
 
-def unimodal_head(ckpt: Mapping[str, Any]) -> str:
-    """The head the uni-modal benchmarks (Tables 3 and 4) read: ``uni`` for students trained with
-    USA (usa, cusa), ``cross`` otherwise. Without USA the uni-modal projectors never receive a
-    gradient and stay at their random initialisation, so the cross-modal embedding is the
-    student's representation."""
+UNI_FEATURES = ("encoder", "head")
+
+
+def unimodal_head(ckpt: Mapping[str, Any], uni_features: str = "encoder") -> str:
+    """The features the uni-modal benchmarks (Tables 3 and 4) read.
+
+    Students trained with USA (usa, cusa): ``uni``, the uni-modal head USA trains (the public
+    code's uni projector). The others (base, csa, mmref) never train a uni-modal projector:
+    ``uni_features="encoder"`` reads the open_clip encoder's own output, as the public code does
+    (it has no uni projector there); ``"head"`` reads the cross-modal head's output.
+    """
+    if uni_features not in UNI_FEATURES:
+        raise ValueError(f"uni_features: expected one of {list(UNI_FEATURES)}, found {uni_features!r}")
     config = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
     method = (config.get("experiment") or {}).get("method")
-    return "uni" if method in ("usa", "cusa") else "cross"
+    if method in ("usa", "cusa"):
+        return "uni"
+    return "encoder" if uni_features == "encoder" else "cross"
 
 
 def _run_image_retrieval(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     mode = _choice(ctx["options"], "mode", RETRIEVAL_MODES, "leave-one-out", ctx["benchmark"])
     path = ctx["images_manifest"]
     images = read_images(path)
-    head = unimodal_head(ckpt)
+    head = unimodal_head(ckpt, ctx["uni_features"])
     encode = dict(head=head, batch_size=ctx["batch_size"], device=ctx["device"], num_workers=ctx["num_workers"])
     if mode == "leave-one-out":
         rows = _split_rows(images, ctx["split"], path, "image")
@@ -235,7 +245,7 @@ def _run_sts(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any
     # Each distinct sentence is encoded once, however many pairs share it.
     sentences = list(dict.fromkeys(pairs["sentence1"].tolist() + pairs["sentence2"].tolist()))
     position = {s: i for i, s in enumerate(sentences)}
-    head = unimodal_head(ckpt)
+    head = unimodal_head(ckpt, ctx["uni_features"])
     emb = encode_texts(model, sentences, head=head, batch_size=ctx["batch_size"], device=ctx["device"],
                         desc=f"{ctx['split']} sentences")
     emb1 = emb[torch.as_tensor([position[s] for s in pairs["sentence1"]])]
@@ -359,6 +369,7 @@ def evaluate_benchmark(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     num_workers: int = 0,
+    uni_features: str = "encoder",
 ) -> dict[str, Any]:
     """Evaluate a trained student on one benchmark; returns the evaluation JSON (module docstring).
 
@@ -378,6 +389,8 @@ def evaluate_benchmark(
         positives: eccv only: the dataset's ``positives.parquet``, counted into the JSON.
         pairs: sts only: the ``pairs.parquet`` (default: beside ``images_manifest``).
         batch_size, num_workers: encoding batch size and image-reading workers.
+        uni_features: image-retrieval and sts: what students trained without USA are scored
+            with (:func:`unimodal_head`); the JSON names the head used.
         device: None picks CUDA when available, else the CPU.
 
     Raises:
@@ -401,6 +414,7 @@ def evaluate_benchmark(
         "device": default_device(device),
         "num_workers": int(num_workers),
         "row_dataset": paper_dataset if paper_dataset else benchmark,
+        "uni_features": uni_features,
     }
     logger.info("evaluating %s on %s (%s, split %r)", checkpoint, benchmark, protocol, split)
     model, ckpt = load_student(checkpoint, ctx["device"])
