@@ -341,3 +341,27 @@ def test_an_untrained_bank_gives_no_refined_variant() -> None:
     assert bank_was_trained({"mmref": {"identities": [], "config": {**off, "local_reconstruction": True}}})
     assert bank_was_trained({"mmref": {"identities": [], "config": {}}})  # defaults: both on
     assert bank_was_trained({})
+
+
+def test_training_cost_reads_the_train_log(bench: dict, tmp_path: Path) -> None:
+    """The appendix's Table 13 protocol: mean time per training epoch, peak host and GPU memory."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = {"experiment": {"name": "c", "method": "cusa", "teacher_features": {"image": "online", "text": "shards"}},
+              "student": {"name": "tiny", "architecture": "softref-tiny"}}
+    machine = {"device": "cpu", "device_name": "x", "processes": 1, "threads": 2, "cpus": 2}
+    save_checkpoint({"model": {}, "config": config, "epoch": 2, "machine": machine}, run_dir / "checkpoint.pt")
+    log = "epoch,train_seconds,host_peak_mb,gpu_peak_mb,seconds\n1,60.0,1024.0,,70\n2,120.0,2048.0,,130\n"
+    (run_dir / "train_log.csv").write_text(log)
+    result = run(run_dir / "checkpoint.pt", "training-cost", bench["root"], bench["root"] / "coco",
+                 benchmark="cost")
+    assert values(result) == {("cost", "train", "time per epoch (min)"): pytest.approx(1.5),
+                              ("cost", "train", "host memory (GB)"): pytest.approx(2.0)}
+    assert result["teacher_features"] == {"image": "online", "text": "shards"} and result["machine"] == machine
+    assert result["num_epochs"] == 2
+    (run_dir / "train_log.csv").write_text(log.replace("2048.0", "nan"))
+    with pytest.raises(ValueError, match=r"train_log\.csv, line 3: column 'host_peak_mb': expected a finite number"):
+        run(run_dir / "checkpoint.pt", "training-cost", bench["root"], bench["root"] / "coco", benchmark="cost")
+    (run_dir / "train_log.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"benchmark 'cost' \(training-cost\): train log not found"):
+        run(run_dir / "checkpoint.pt", "training-cost", bench["root"], bench["root"] / "coco", benchmark="cost")

@@ -18,7 +18,7 @@ from softref.data.synthetic import synthesize_demo
 from softref.features import FeatureStore, ShardError, ShardWriter
 from softref.train import NonFiniteLossError, train
 from softref.train.data import EpochBatchSampler, load_pairs
-from softref.train.trainer import LOG_COLUMNS, TIME_COLUMNS, cosine_schedule, parameter_groups
+from softref.train.trainer import LOG_COLUMNS, MEASURED_COLUMNS, cosine_schedule, parameter_groups
 
 BATCH = 4
 STUDENT = StudentConfig(name="tiny", architecture="softref-tiny")
@@ -112,6 +112,9 @@ def test_two_epochs_write_checkpoint_and_log(uninterrupted, bench: dict) -> None
         assert float(row["val_rsum"]) == pytest.approx(sum(six))
         for term in ("total", "itr", "csa", "usa"):
             assert math.isfinite(float(row[f"loss_{term}"]))
+        # The training-cost record (the appendix's Table 13): steps only, then the whole epoch.
+        assert 0 < float(row["train_seconds"]) <= float(row["seconds"])
+        assert float(row["host_peak_mb"]) > 50 and row["gpu_peak_mb"] == ""  # a CPU run: no CUDA peak
     assert float(rows[0]["lr"]) == pytest.approx(1e-4)
     best = max(rows, key=lambda r: float(r["val_rsum"]))
     assert result.best_val_rsum == pytest.approx(float(best["val_rsum"]))
@@ -152,7 +155,7 @@ def test_resume_reaches_the_same_weights_and_log(uninterrupted, bench: dict, tmp
         for key in opt_a[index]:
             assert torch.equal(opt_a[index][key], opt_b[index][key])
     log_a, log_b = read_log(full / "train_log.csv"), read_log(out / "train_log.csv")
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in MEASURED_COLUMNS} for r in rows]  # noqa: E731
     assert strip(log_a) == strip(log_b)
 
     # A finished run called again trains no more; it republishes a removed checkpoint.pt.

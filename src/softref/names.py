@@ -15,6 +15,7 @@ __all__ = [
     "PROTOCOLS",
     "PROTOCOL_OPTIONS",
     "SPLITS",
+    "TEACHER_FEATURE_SOURCES",
     "TABLE_KINDS",
     "TABLE_PROTOCOLS",
 ]
@@ -41,8 +42,12 @@ PROTOCOL_OPTIONS: dict[str, tuple[str, ...]] = {
     "sts": (),
     "person": (),
     "zero-shot": ("k",),
+    "training-cost": (),
 }
 PROTOCOLS: tuple[str, ...] = tuple(PROTOCOL_OPTIONS)
+
+#: Where a CUSA run's teacher features come from, per modality: HDF5 shards or the teacher run online.
+TEACHER_FEATURE_SOURCES: tuple[str, ...] = ("shards", "online")
 
 #: Manifest splits.
 SPLITS: tuple[str, ...] = ("train", "val", "test", "query", "gallery")
@@ -57,5 +62,6 @@ TABLE_PROTOCOLS: dict[str, tuple[str, ...]] = {
     "person": ("person",),
     "zero-shot": ("zero-shot",),
     "mmref-ablation": ("person",),
+    "resources": ("training-cost",),
 }
 TABLE_KINDS: tuple[str, ...] = tuple(TABLE_PROTOCOLS)

@@ -135,12 +135,17 @@ def all_references(wildcards=None):
 
 
 def train_inputs(wildcards):
-    """Manifests of the experiment's dataset; CUSA's teacher shards; MMRef's teacher references."""
+    """Manifests of the experiment's dataset; CUSA's teacher shards (or, online, the teachers' local
+    weights); MMRef's teacher references."""
     ex = CFG.experiments[wildcards.experiment]
     inputs = _manifests(ex.dataset)
-    if ex.uses_teacher_features():
-        inputs["image_shards"] = feature_shards(ex.dataset, ex.image_teacher)
-        inputs["text_shards"] = feature_shards(ex.dataset, ex.text_teacher)
+    for modality, teacher in (("image", ex.image_teacher), ("text", ex.text_teacher)):
+        if ex.reads_shards(modality):
+            inputs[f"{modality}_shards"] = feature_shards(ex.dataset, teacher)
+        elif ex.uses_teacher_features():  # online: the teacher itself runs in the train job
+            weights = CFG.teachers[teacher].weights
+            if _looks_local(weights):
+                inputs[f"{modality}_teacher_weights"] = weights
     if ex.needs_references():
         refs = paths.references(ex.dataset, ex.references_name)
         inputs["references"] = str(refs["references"])
@@ -172,10 +177,13 @@ def train_gpus(wildcards):
 def evaluate_inputs(wildcards):
     """The trained checkpoint and the manifests (with positives and pairs) of the benchmark's dataset."""
     bm = CFG.benchmarks[wildcards.benchmark]
-    return {
+    inputs = {
         "checkpoint": paths.CHECKPOINT.format(experiment=wildcards.experiment),
         **_manifests(bm.dataset, ("images", "texts", "positives", "pairs")),
     }
+    if bm.protocol == "training-cost":
+        inputs["train_log"] = paths.TRAIN_LOG.format(experiment=wildcards.experiment)
+    return inputs
 
 
 def evaluate_params(wildcards):

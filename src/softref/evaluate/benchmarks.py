@@ -12,6 +12,7 @@ image-retrieval uni [1]    images of ``split`` (leave-one-out) or of ``query`` /
 sts             uni [1]    ``sentence1`` / ``sentence2`` of ``pairs.parquet`` rows of ``split``
 person          cross      captions of ``split`` query its images; optional refined variant
 zero-shot       cross      images and class-mean captions of ``split``; AP@k and top-1
+training-cost   -          the run's ``train_log.csv``: time per epoch, peak host / GPU memory
 =============== ========== ===================================================================
 
 [1] For students trained with USA (usa, cusa); the others never train a uni-modal projector,
@@ -39,7 +40,9 @@ variant) and the protocol's counts.
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,7 @@ from softref.evaluate.protocols import (
 )
 from softref.evaluate.retrieval import KS, encode_split, image_text_metrics, split_items
 from softref.files import file_sha256
+from softref.checkpoints import load_checkpoint
 from softref.models.student import load_student
 from softref.names import PROTOCOL_OPTIONS, PROTOCOLS
 from softref.runtime import default_device
@@ -341,6 +345,51 @@ def _run_zero_shot(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[st
     }
 
 
+#: train_log.csv columns a training-cost evaluation reads.
+_COST_COLUMNS = ("epoch", "train_seconds", "host_peak_mb", "gpu_peak_mb")
+
+
+def _cost_value(row: Mapping[str, str], column: str, path: Path, line: int) -> float | None:
+    text = row.get(column, "")
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{path}, line {line}: column {column!r}: expected a number, found {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{path}, line {line}: column {column!r}: expected a finite number >= 0, found {text!r}")
+    return value
+
+
+def _run_training_cost(ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """The appendix's Table 13 for one experiment: mean time per training epoch (its optimizer steps,
+    validation excluded; minutes), peak host memory (GB) and, on CUDA, peak GPU memory (MB)."""
+    path = ctx["train_log"]
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark {ctx['benchmark']!r} (training-cost): train log not found: {path}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = [c for c in _COST_COLUMNS if rows and c not in rows[0]]
+    if not rows or missing:
+        raise ValueError(f"{path}: expected epoch rows with columns {list(_COST_COLUMNS)}; "
+                         f"found {len(rows)} row(s), missing columns {missing}")
+    seconds = [_cost_value(r, "train_seconds", path, i + 2) for i, r in enumerate(rows)]
+    host = [_cost_value(r, "host_peak_mb", path, i + 2) for i, r in enumerate(rows)]
+    gpu = [v for v in (_cost_value(r, "gpu_peak_mb", path, i + 2) for i, r in enumerate(rows)) if v is not None]
+    if any(v is None for v in seconds + host):
+        raise ValueError(f"{path}: every epoch row needs train_seconds and host_peak_mb")
+    metrics = [metric_row(ctx["row_dataset"], "train", "time per epoch (min)", sum(seconds) / len(seconds) / 60.0),
+               metric_row(ctx["row_dataset"], "train", "host memory (GB)", max(host) / 1024.0)]
+    if gpu:
+        metrics.append(metric_row(ctx["row_dataset"], "train", "GPU memory (MB)", max(gpu)))
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
+    experiment = config.get("experiment") or {}
+    sources = experiment.get("teacher_features") or {"image": "shards", "text": "shards"}
+    return {"train_log": str(path), "num_epochs": len(rows), "machine": ckpt.get("machine"),
+            "teacher_features": {"image": sources.get("image"), "text": sources.get("text")}, "metrics": metrics}
+
+
 _RUNNERS = {
     "image-text": _run_image_text,
     "eccv": _run_eccv,
@@ -366,6 +415,7 @@ def evaluate_benchmark(
     refine: object | None = None,
     positives: Path | None = None,
     pairs: Path | None = None,
+    train_log: Path | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     num_workers: int = 0,
@@ -388,6 +438,7 @@ def evaluate_benchmark(
             adds the ``refined`` variant when the checkpoint carries ``mmref_head['bank']``.
         positives: eccv only: the dataset's ``positives.parquet``, counted into the JSON.
         pairs: sts only: the ``pairs.parquet`` (default: beside ``images_manifest``).
+        train_log: training-cost only: the run's ``train_log.csv`` (default: beside the checkpoint).
         batch_size, num_workers: encoding batch size and image-reading workers.
         uni_features: image-retrieval and sts: what students trained without USA are scored
             with (:func:`unimodal_head`); the JSON names the head used.
@@ -400,27 +451,24 @@ def evaluate_benchmark(
         raise ValueError(f"benchmark {benchmark!r}: unknown protocol {protocol!r}; known: {list(PROTOCOLS)}")
     checkpoint = Path(checkpoint)
     ctx = {
-        "checkpoint": checkpoint,
-        "benchmark": benchmark,
-        "dataset_root": Path(dataset_root),
-        "images_manifest": Path(images_manifest),
-        "texts_manifest": Path(texts_manifest),
-        "split": split,
-        "options": _check_options(protocol, options, benchmark),
-        "refine": refine,
-        "positives": None if positives is None else Path(positives),
-        "pairs": None if pairs is None else Path(pairs),
-        "batch_size": int(batch_size),
-        "device": default_device(device),
-        "num_workers": int(num_workers),
-        "row_dataset": paper_dataset if paper_dataset else benchmark,
-        "uni_features": uni_features,
+        "checkpoint": checkpoint, "benchmark": benchmark, "dataset_root": Path(dataset_root),
+        "images_manifest": Path(images_manifest), "texts_manifest": Path(texts_manifest), "split": split,
+        "options": _check_options(protocol, options, benchmark), "refine": refine,
+        "positives": None if positives is None else Path(positives), "pairs": None if pairs is None else Path(pairs),
+        "train_log": checkpoint.parent / "train_log.csv" if train_log is None else Path(train_log),
+        "batch_size": int(batch_size), "device": default_device(device), "num_workers": int(num_workers),
+        "row_dataset": paper_dataset if paper_dataset else benchmark, "uni_features": uni_features,
     }
     logger.info("evaluating %s on %s (%s, split %r)", checkpoint, benchmark, protocol, split)
-    model, ckpt = load_student(checkpoint, ctx["device"])
+    if protocol == "training-cost":  # the run's own record: no model to load
+        ckpt = load_checkpoint(checkpoint, map_location="cpu", required=("config",))
+        found = _run_training_cost(ckpt, ctx)
+    else:
+        model, ckpt = load_student(checkpoint, ctx["device"])
+        found = _RUNNERS[protocol](model, ckpt, ctx)
     result = _common_keys(ckpt, checkpoint, benchmark=benchmark, protocol=protocol, split=split, dataset=dataset,
                           paper_dataset=paper_dataset)
-    result.update(_RUNNERS[protocol](model, ckpt, ctx))
+    result.update(found)
     for row in result["metrics"]:
         logger.info("%s: %s %s %s%s = %.2f", benchmark, row["dataset"], row["direction"], row["metric"],
                     f" ({row['variant']})" if row["variant"] else "", row["value"])
