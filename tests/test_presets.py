@@ -254,8 +254,9 @@ class Job:
         return [f for f in self.fields.get(key, "").split(", ") if f]
 
 
-# A train job's listing is its message: "Job N: train EXPERIMENT (resources: gpu=G, threads=T): k=v, ...".
-_TRAIN_MESSAGE = re.compile(r"^Job \d+: train (\S+) \(resources: ([^)]*)\): (.*)$")
+# A train job's listing is its message:
+# "Job N: train EXPERIMENT seed S (resources: gpu=G, threads=T): k=v, ...".
+_TRAIN_MESSAGE = re.compile(r"^Job \d+: train (\S+) seed (\d+) \(resources: ([^)]*)\): (.*)$")
 
 
 def parse_jobs(text: str) -> list[Job]:
@@ -266,8 +267,8 @@ def parse_jobs(text: str) -> list[Job]:
     for line in text.splitlines():
         message = _TRAIN_MESSAGE.match(line)
         if message:
-            experiment, resources, switches = message.groups()
-            jobs.append(Job("train", {"wildcards": f"experiment={experiment}", "resources": resources,
+            experiment, seed, resources, switches = message.groups()
+            jobs.append(Job("train", {"wildcards": f"experiment={experiment}, seed={seed}", "resources": resources,
                                       "switches": switches}))
             fields = None
             continue
@@ -367,7 +368,8 @@ def test_preset_dry_run(dry_runs, name):
     tables = {job.files("output")[0]: job for job in run.jobs if job.rule.startswith("table")}
     for tb_name, tb in raw["tables"].items():
         job = tables[f"results/{tb_name}.csv"]
-        expected = sorted(f"results/runs/{e}/eval/{b}.json" for e in tb["experiments"] for b in tb["benchmarks"])
+        expected = sorted(f"results/runs/{e}/seed-{raw['experiments'][e].get('seed', 23)}/eval/{b}.json"
+                          for e in tb["experiments"] for b in tb["benchmarks"])
         assert sorted(job.files("input")) == expected, run.text
     evaluations = {(j.pairs("wildcards")["experiment"], j.pairs("wildcards")["benchmark"])
                    for j in run.jobs if j.rule == "evaluate"}
@@ -390,8 +392,8 @@ def test_parse_jobs_reads_a_listing():
     assert (train.rule, train.pairs("wildcards"), train.pairs("resources")["gpu"]) == ("train", {"experiment": "x"}, "4")
     assert train.files("input") == ["a.parquet", "b.parquet"]
     assert (table.rule, table.files("output")[0]) == ("table", "results/table1.csv")
-    message = "Job 3: train y (resources: gpu=2, threads=4): method=cusa, epochs=30, public_code_weighting=True\n"
+    message = "Job 3: train y seed 7 (resources: gpu=2, threads=4): method=cusa, epochs=30, public_code_weighting=True\n"
     (job,) = parse_jobs(message + "Reason: Missing output files\n")
-    assert (job.rule, job.pairs("wildcards"), job.pairs("resources")) == ("train", {"experiment": "y"},
+    assert (job.rule, job.pairs("wildcards"), job.pairs("resources")) == ("train", {"experiment": "y", "seed": "7"},
                                                                          {"gpu": "2", "threads": "4"})
     assert _switches(job) == {"method": "cusa", "epochs": "30", "public_code_weighting": "True"}

@@ -51,7 +51,8 @@ FEATURE_SHARD = "results/features/{dataset}/{teacher}/{modality}-{shard}.h5"
 REFERENCES = "results/references/{dataset}/{teachers}.h5"
 NEIGHBOUR_INDEX = "results/references/{dataset}/{teachers}.faiss"
 NEIGHBOURS = "results/references/{dataset}/{teachers}.neighbours.parquet"
-RUN = "results/runs/{experiment}"
+#: One run of an experiment: its seed's folder (an experiment trains one run per seed).
+RUN = "results/runs/{experiment}/seed-{seed}"
 CHECKPOINT = RUN + "/checkpoint.pt"
 TRAIN_LOG = RUN + "/train_log.csv"
 EVALUATION = RUN + "/eval/{benchmark}.json"
@@ -92,9 +93,9 @@ def references(dataset: str, teachers: str, root: str | Path = RESULTS) -> dict[
     }
 
 
-def run_dir(experiment: str, root: str | Path = RESULTS) -> Path:
-    return _under(root, RUN, experiment=experiment)
+def run_dir(experiment: str, seed: int, root: str | Path = RESULTS) -> Path:
+    return _under(root, RUN, experiment=experiment, seed=seed)
 
 
-def evaluation(experiment: str, benchmark: str, root: str | Path = RESULTS) -> Path:
-    return _under(root, EVALUATION, experiment=experiment, benchmark=benchmark)
+def evaluation(experiment: str, seed: int, benchmark: str, root: str | Path = RESULTS) -> Path:
+    return _under(root, EVALUATION, experiment=experiment, seed=seed, benchmark=benchmark)

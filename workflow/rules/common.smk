@@ -45,6 +45,7 @@ wildcard_constraints:
     teacher=_alternatives(CFG.teachers),
     shard=r"\d+",
     experiment=_alternatives(CFG.experiments),
+    seed=r"\d+",
     benchmark=_alternatives(CFG.benchmarks),
     table=_alternatives(CFG.tables),
 
@@ -156,7 +157,7 @@ def train_inputs(wildcards):
 def train_params(wildcards):
     """The experiment and its student as configured, less what cannot change the trained model
     (DataLoader workers, the table row's name and paper role): a change reruns the train job."""
-    ex = config["experiments"][wildcards.experiment]
+    ex = {**config["experiments"][wildcards.experiment], "seed": int(wildcards.seed), "seeds": []}
     return {
         "experiment": {k: v for k, v in ex.items() if k not in TRAINING_IGNORES},
         "student": {k: v for k, v in config["students"][ex["student"]].items() if k != "paper_model"},
@@ -178,11 +179,11 @@ def evaluate_inputs(wildcards):
     """The trained checkpoint and the manifests (with positives and pairs) of the benchmark's dataset."""
     bm = CFG.benchmarks[wildcards.benchmark]
     inputs = {
-        "checkpoint": paths.CHECKPOINT.format(experiment=wildcards.experiment),
+        "checkpoint": paths.CHECKPOINT.format(experiment=wildcards.experiment, seed=wildcards.seed),
         **_manifests(bm.dataset, ("images", "texts", "positives", "pairs")),
     }
     if bm.protocol == "training-cost":
-        inputs["train_log"] = paths.TRAIN_LOG.format(experiment=wildcards.experiment)
+        inputs["train_log"] = paths.TRAIN_LOG.format(experiment=wildcards.experiment, seed=wildcards.seed)
     return inputs
 
 
@@ -197,7 +198,8 @@ def evaluate_params(wildcards):
 def table_inputs(wildcards):
     """Every evaluation JSON the table shows."""
     tb = CFG.tables[wildcards.table]
-    return [paths.EVALUATION.format(experiment=e, benchmark=b) for e, b in tb.cells(CFG.experiments, CFG.benchmarks)]
+    return [paths.EVALUATION.format(experiment=e, seed=s, benchmark=b)
+            for e, b in tb.cells(CFG.experiments, CFG.benchmarks) for s in CFG.experiments[e].run_seeds]
 
 
 def table_params(wildcards):

@@ -1,4 +1,4 @@
-# Training: one job per experiment. A killed job resumes from results/runs/{experiment}/last.pt.
+# Training: one job per (experiment, seed). A killed job resumes from its run folder's last.pt.
 # The job's message lists the switches where a run may follow or leave the public code's way, so a
 # dry run (snakemake -n) shows them for every training it plans.
 
@@ -13,14 +13,14 @@ rule train:
         run=train_params,
         switches=train_switches,
     message:
-        "train {wildcards.experiment} (resources: gpu={resources.gpu}, threads={threads}): {params.switches}"
+        "train {wildcards.experiment} seed {wildcards.seed} (resources: gpu={resources.gpu}, threads={threads}): {params.switches}"
     threads: 2
     resources:
         gpu=train_gpus,
     log:
-        "logs/train/{experiment}.log",
+        "logs/train/{experiment}/seed-{seed}.log",
     benchmark:
-        "benchmarks/train/{experiment}.tsv"
+        "benchmarks/train/{experiment}/seed-{seed}.tsv"
     conda:
         "../../envs/softref.yaml"
     script:

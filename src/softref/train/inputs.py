@@ -25,12 +25,13 @@ class RunInputs:
     out_dir: Path
 
 
-def run_inputs(cfg: Config, experiment: str, results: Path = Path(paths.RESULTS)) -> RunInputs:
-    """The artifacts the ``train`` rule gives ``experiment`` (teacher shards for CUSA's soft
-    labels, teacher references and their neighbours for MMRef), under ``results``."""
+def run_inputs(cfg: Config, experiment: str, seed: int, results: Path = Path(paths.RESULTS)) -> RunInputs:
+    """The artifacts the ``train`` rule gives the run of ``experiment`` with ``seed`` (teacher
+    shards for CUSA's soft labels, teacher references and their neighbours for MMRef), under
+    ``results``."""
     if experiment not in cfg.experiments:
         raise ConfigError(f"experiments: no experiment {experiment!r}; defined: {sorted(cfg.experiments)}")
-    ex = cfg.experiments[experiment]
+    ex = cfg.experiments[experiment].with_seed(seed)
     ds = cfg.datasets[ex.dataset]
     image_shards: tuple[Path, ...] = ()
     text_shards: tuple[Path, ...] = ()
@@ -47,5 +48,5 @@ def run_inputs(cfg: Config, experiment: str, results: Path = Path(paths.RESULTS)
         text_shards=text_shards,
         references=None if refs is None else refs["references"],
         neighbours=None if refs is None else refs["neighbours"],
-        out_dir=paths.run_dir(experiment, results),
+        out_dir=paths.run_dir(experiment, seed, results),
     )
