@@ -61,7 +61,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -93,6 +92,7 @@ from softref.data.facts import (
     false_negative_stats,
     truth_matrix,
 )
+from softref.files import publish
 from softref.runtime import progress_disabled
 
 __all__ = [
@@ -883,7 +883,7 @@ def synthesize_demo(
             if target.exists():
                 target.rename(build / f"old-{name}")
             (build / name).rename(target)
-        os.replace(build / ORACLE_FILE, root / ORACLE_FILE)
+        publish(build / ORACLE_FILE, root / ORACLE_FILE)
     finally:
         shutil.rmtree(build, ignore_errors=True)
     _log_summary(root, identities, split_of, images_per_identity)
