@@ -142,3 +142,15 @@ def test_loading_checks_the_sidecar(demo, tmp_path):
     outside = load_teacher(spec(demo["oracle_attributes"]))
     with pytest.raises(TeacherError, match="not under the fact table's folder"):
         outside.encode_paths([str(tmp_path / "elsewhere.png")])
+
+
+def test_config_declares_the_oracle_on_the_file_the_demo_rule_writes():
+    from softref.config import read_config
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = read_config(repo / "config.yaml")
+    rule = (repo / "workflow" / "rules" / "data.smk").read_text()
+    for modality in ("image", "text"):
+        teacher = cfg.teachers[f"oracle-{modality}"]
+        assert (teacher.kind, teacher.modality) == ("oracle-attributes", modality)
+        assert f'oracle="{teacher.weights}"' in rule
