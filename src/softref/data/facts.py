@@ -175,12 +175,15 @@ def eccv_ground_truth(
     return image_to_caption, caption_to_image
 
 
-def false_negative_stats(truth: np.ndarray, own_image: Sequence[int]) -> dict[str, Any]:
+def false_negative_stats(truth: np.ndarray, own_image: Sequence[int],
+                         mentions: Sequence[int] | None = None) -> dict[str, Any]:
     """How many captions are true of images other than their own, from a (C, I) truth matrix.
 
     ``own_image[c]`` is the column of caption c's annotated image; it must be true (a caption is
     always true of its own image). ``false_negative_rate`` is the share of captions true of at
     least one other image: the captions for which image-level ground truth misses positives.
+    With ``mentions`` (how many facts each caption states), ``by_facts_mentioned`` breaks the
+    count down by that number.
     """
     truth = np.asarray(truth, dtype=bool)
     own = np.asarray(own_image, dtype=np.int64)
@@ -192,6 +195,12 @@ def false_negative_stats(truth: np.ndarray, own_image: Sequence[int]) -> dict[st
     per_caption = truth.sum(axis=1)
     per_image = truth.sum(axis=0)
     others = int((per_caption > 1).sum())
+    breakdown = {}
+    if mentions is not None:
+        mentions = np.asarray(mentions)
+        for k in sorted(set(mentions.tolist())):
+            rows = mentions == k
+            breakdown[str(k)] = {"captions": int(rows.sum()), "captions_true_of_other_images": int((per_caption[rows] > 1).sum())}
     return {
         "images": int(truth.shape[1]),
         "captions": int(truth.shape[0]),
@@ -200,6 +209,7 @@ def false_negative_stats(truth: np.ndarray, own_image: Sequence[int]) -> dict[st
         "extra_positive_pairs": int(per_caption.sum() - truth.shape[0]),
         "images_per_caption": _summary(per_caption),
         "captions_per_image": _summary(per_image),
+        **({"by_facts_mentioned": breakdown} if mentions is not None else {}),
     }
 
 

@@ -727,7 +727,7 @@ def _write_ground_truth(out: Path, records: Sequence[Mapping], image_facts: Sequ
             continue
         images, captions, own = rows_of[split]
         truth = truth_matrix(caption_codes[captions], image_codes[images])
-        stats[split] = false_negative_stats(truth, own)
+        stats[split] = false_negative_stats(truth, own, (caption_codes[captions] >= 0).sum(axis=1))
         if split == "test":
             _write_eccv(out / "eccv", records, images, truth)
     summary = {
@@ -853,16 +853,7 @@ def synthesize_demo(
         ``coco_ground_truth_stats``, ``person_root``, ``person_annotations``,
         ``retrieval_root``, ``sts_pairs`` and ``oracle_attributes`` paths.
     """
-    if images_per_identity < 1 or captions_per_image < 1 or sts_pairs < 0:
-        raise ValueError(
-            "images_per_identity and captions_per_image must be >= 1 and sts_pairs >= 0, got "
-            f"{images_per_identity}, {captions_per_image}, {sts_pairs}"
-        )
-    if image_size < 16 or min(person_size) < 16:
-        raise ValueError(
-            f"image_size and person_size must be at least 16 pixels, got {image_size} and "
-            f"{tuple(person_size)}"
-        )
+    _check_sizes(images_per_identity, captions_per_image, sts_pairs, image_size, person_size)
     identities = sample_identities(num_identities, seed)
     split_of = assign_splits(identities, split_fractions, seed)
     root = Path(root)
@@ -898,6 +889,20 @@ def synthesize_demo(
         "sts_pairs": root / "sts" / "pairs.tsv",
         "oracle_attributes": root / ORACLE_FILE,
     }
+
+
+def _check_sizes(images_per_identity: int, captions_per_image: int, sts_pairs: int, image_size: int,
+                 person_size: Sequence[int]) -> None:
+    if images_per_identity < 1 or captions_per_image < 1 or sts_pairs < 0:
+        raise ValueError(
+            "images_per_identity and captions_per_image must be >= 1 and sts_pairs >= 0, got "
+            f"{images_per_identity}, {captions_per_image}, {sts_pairs}"
+        )
+    if image_size < 16 or min(person_size) < 16:
+        raise ValueError(
+            f"image_size and person_size must be at least 16 pixels, got {image_size} and "
+            f"{tuple(person_size)}"
+        )
 
 
 def _log_summary(root: Path, identities: Sequence[Identity], split_of: Mapping[int, str],
