@@ -330,6 +330,11 @@ def test_captions_true_of_their_image_and_ground_truth_exact(demo):
     assert (stats["images"], stats["captions"], stats["captions_true_of_other_images"]) == (len(records), len(truth), others)
     assert stats["false_negative_rate"] == pytest.approx(others / len(truth))
     assert stats["extra_positive_pairs"] == sum(len(v) - 1 for v in truth.values())
+    stated = {s["sentid"]: len(scene_facts_of(s["raw"])) for r in records for s in r["sentences"]}
+    assert stats["by_facts_mentioned"] == {
+        str(k): {"captions": sum(n == k for n in stated.values()),
+                 "captions_true_of_other_images": sum(n == k and len(truth[s]) > 1 for s, n in stated.items())}
+        for k in sorted(set(stated.values()))}
 
 
 def test_background_colour_is_drawn(demo):
