@@ -154,7 +154,8 @@ def test_cli_on_the_oracle(demo_features, tmp_path, capsys):
     assert (result["split"], result["relevance"], result["batch_size"]) == ("train", "identity", 8)
     assert set(result["image"]["rows"]) == {"1", "0.1"}
     printed = capsys.readouterr().out
-    assert "image teacher oracle-image: AUC 1.0000" in printed and f"wrote {out}" in printed
+    assert "image teacher oracle-image: AUC 1.0000, 1.0000 without same-image pairs" in printed and f"wrote {out}" in printed
+    assert result["image"]["auc_other_images"] == 1.0 and result["image"]["same_image_pairs"] >= 0
 
     coco = ["--image-features", str(root / "features/coco/oracle-image"), "--text-features",
             str(root / "features/coco/oracle-text"), "--batch-size", "8", "--teacher-tau", "0.5"]
@@ -174,3 +175,18 @@ def test_cli_errors(demo_features, capsys):
     assert "no captions in split 'nope'" in capsys.readouterr().err
     assert main(["teacher-diagnostics", str(root / "data/coco")]) == 2
     assert "--image-features and/or --text-features" in capsys.readouterr().err
+
+
+def test_same_image_pairs_can_be_left_out():
+    """A teacher that only recognises the very same image: its matches are the batch's same-image
+    pairs (cosine 1), so it looks good overall but finds none of the other images (AUC one half)."""
+    identities = np.repeat(np.arange(4), 8)  # 4 identities x 8 pairs; 2 captions per image
+    images = np.repeat(np.arange(16), 2)
+    same_image_teacher = np.eye(16)[images]
+    out = soft_label_diagnostics({"image": same_image_teacher, "text": identity_features(identities, 4)},
+                                 identity_relevance(identities.tolist()), image_of_pair=images.tolist())
+    assert out["image"]["same_image_pairs"] == out["text"]["same_image_pairs"] == 16 * 2
+    assert out["image"]["auc"] > 0.55 and out["image"]["auc_other_images"] == 0.5
+    assert out["text"]["auc"] == out["text"]["auc_other_images"] == 1.0
+    with pytest.raises(ValueError, match="image_of_pair: 3 entries for 32 pairs"):
+        soft_label_diagnostics({"image": same_image_teacher}, identity_relevance(identities.tolist()), image_of_pair=[1, 2, 3])

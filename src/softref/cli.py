@@ -411,14 +411,16 @@ def cmd_teacher_diagnostics(args: argparse.Namespace) -> int:
             features[modality] = store.get(pairs[column].tolist())
             teachers[modality] = str(store.attrs["teacher"])
     result = soft_label_diagnostics(features, relevant, batch_size=args.batch_size, seed=args.seed,
-                                    teacher_taus=args.teacher_tau or (1.0, 0.1), max_batches=args.max_batches)
+                                    teacher_taus=args.teacher_tau or (1.0, 0.1), max_batches=args.max_batches,
+                                    image_of_pair=pairs["image_id"].tolist())
     result = {"manifest_dir": str(args.manifest_dir), "split": args.split, "relevance": args.relevance,
               "teachers": teachers, **result}
     print(f"{args.manifest_dir} {args.split}: {result['num_pairs']} pairs, {result['num_batches']} batches of "
           f"{result['batch_size']} (seed {result['seed']}), relevance {args.relevance}")
     for modality, teacher in teachers.items():
         row = result[modality]
-        print(f"  {modality} teacher {teacher}: AUC {row['auc']:.4f} ({row['matching_pairs']} matching, "
+        print(f"  {modality} teacher {teacher}: AUC {row['auc']:.4f}, {row['auc_other_images']:.4f} without "
+              f"same-image pairs ({row['matching_pairs']} matching, {row['same_image_pairs']} of them same-image; "
               f"{row['non_matching_pairs']} non-matching off-diagonal pairs; other matches "
               f"{100 * row['other_match_share']:.1f}% of a row)")
         for tau, stats in row["rows"].items():

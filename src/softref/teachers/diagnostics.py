@@ -19,7 +19,11 @@ image when every fact it mentions holds there: the demo's ground truth,
 
 **AUC.** The ROC AUC of the cosine similarities of all off-diagonal entries (i != j) of all
 batches, pooled, matching against non-matching (Mann-Whitney, ties count one half); the diagonal
-(an item with itself, cosine 1, always matching) is left out as it says nothing.
+(an item with itself, cosine 1, always matching) is left out as it says nothing. Two pairs of one
+batch may share their image (two captions of it); such entries match and, for an image teacher,
+have cosine 1. Given each pair's image (``image_of_pair``), ``auc_other_images`` also leaves
+them out: how well the teacher finds the *other* images a caption is true of, the false
+negatives soft labels are for.
 
 **Entropy.** For each ``teacher_tau``, the mean over rows of the entropy of the soft-label row
 divided by ``ln B`` (1.0: uniform, no information), with the mass the row puts on its diagonal
@@ -129,6 +133,7 @@ def soft_label_diagnostics(
     seed: int = 0,
     teacher_taus: Sequence[float] = (1.0, 0.1),
     max_batches: int | None = None,
+    image_of_pair: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """AUC and soft-label row statistics of image and/or text teacher features over random batches.
 
@@ -139,11 +144,13 @@ def soft_label_diagnostics(
             indices ``batch`` (:func:`identity_relevance`, :func:`fact_relevance`).
         batch_size: B (32 like the demo); seed: the batches' shuffle; max_batches: a cap.
         teacher_taus: the temperatures of the rows (the paper's 1.0, and a lower one).
+        image_of_pair: each pair's image id; adds ``auc_other_images`` and ``same_image_pairs``.
 
     Returns:
         ``{"batch_size", "seed", "num_pairs", "num_batches", "teacher_taus", "<modality>":
         {"auc", "matching_pairs", "non_matching_pairs", "other_match_share", "rows": {"<tau>":
-        {"entropy_ratio", "diagonal_mass", "other_match_mass"}}}}``; see the module docstring.
+        {"entropy_ratio", "diagonal_mass", "other_match_mass"}}}}`` (with ``image_of_pair``
+        also ``"auc_other_images"`` and ``"same_image_pairs"``); see the module docstring.
     """
     if not features or set(features) - {"image", "text"}:
         raise ValueError(f"features: expected 'image' and/or 'text', got {sorted(features)}")
@@ -154,32 +161,48 @@ def soft_label_diagnostics(
     if batch_size < 2 or num_pairs < batch_size:
         raise ValueError(f"batch_size must be in [2, {num_pairs}] (the number of pairs), got {batch_size}")
     batches = _batches(num_pairs, batch_size, seed, max_batches)
+    if image_of_pair is not None and len(image_of_pair) != num_pairs:
+        raise ValueError(f"image_of_pair: {len(image_of_pair)} entries for {num_pairs} pairs")
+    image_codes = None if image_of_pair is None else np.unique([str(i) for i in image_of_pair], return_inverse=True)[1]
     out: dict[str, Any] = {"batch_size": batch_size, "seed": seed, "num_pairs": num_pairs,
                            "num_batches": len(batches), "teacher_taus": [float(t) for t in teacher_taus]}
     for modality, values in features.items():
-        scores, labels = [], []
-        rows = {t: np.zeros(3) for t in teacher_taus}
-        share = 0.0
-        for batch in batches:
-            truth = np.asarray(relevant(batch), dtype=bool)
-            match = truth.T if modality == "image" else truth
-            similarity = _cosine(np.asarray(values)[batch])
-            off = ~np.eye(len(batch), dtype=bool)
-            scores.append(similarity[off])
-            labels.append(match[off])
-            share += float((match & off).sum(axis=1).mean()) / len(batch)
-            for tau in teacher_taus:
-                rows[tau] += _row_stats(similarity, match, float(tau))
-        labels_all = np.concatenate(labels)
-        out[modality] = {
-            "auc": roc_auc(np.concatenate(scores), labels_all),
-            "matching_pairs": int(labels_all.sum()),
-            "non_matching_pairs": int((~labels_all).sum()),
-            "other_match_share": share / len(batches),
-            "rows": {
-                f"{float(tau):g}": dict(zip(("entropy_ratio", "diagonal_mass", "other_match_mass"),
-                                            (float(v) / len(batches) for v in rows[tau])))
-                for tau in teacher_taus
-            },
-        }
+        out[modality] = _modality_diagnostics(np.asarray(values), modality, relevant, batches, teacher_taus, image_codes)
     return out
+
+
+def _modality_diagnostics(values: np.ndarray, modality: str, relevant: Relevance, batches: list[np.ndarray],
+                          teacher_taus: Sequence[float], image_codes: np.ndarray | None) -> dict[str, Any]:
+    """One teacher's entry of :func:`soft_label_diagnostics`."""
+    scores, labels, same = [], [], []
+    rows = {t: np.zeros(3) for t in teacher_taus}
+    share = 0.0
+    for batch in batches:
+        truth = np.asarray(relevant(batch), dtype=bool)
+        match = truth.T if modality == "image" else truth
+        similarity = _cosine(values[batch])
+        off = ~np.eye(len(batch), dtype=bool)
+        scores.append(similarity[off])
+        labels.append(match[off])
+        if image_codes is not None:
+            same.append((image_codes[batch][:, None] == image_codes[batch][None, :])[off])
+        share += float((match & off).sum(axis=1).mean()) / len(batch)
+        for tau in teacher_taus:
+            rows[tau] += _row_stats(similarity, match, float(tau))
+    scores_all, labels_all = np.concatenate(scores), np.concatenate(labels)
+    result: dict[str, Any] = {
+        "auc": roc_auc(scores_all, labels_all),
+        "matching_pairs": int(labels_all.sum()),
+        "non_matching_pairs": int((~labels_all).sum()),
+        "other_match_share": share / len(batches),
+        "rows": {
+            f"{float(tau):g}": dict(zip(("entropy_ratio", "diagonal_mass", "other_match_mass"),
+                                        (float(v) / len(batches) for v in rows[tau])))
+            for tau in teacher_taus
+        },
+    }
+    if image_codes is not None:
+        other = ~np.concatenate(same)
+        result["auc_other_images"] = roc_auc(scores_all[other], labels_all[other])
+        result["same_image_pairs"] = int((~other).sum())
+    return result
