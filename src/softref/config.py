@@ -88,7 +88,8 @@ class TeacherError(ValueError):
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The embedded synthetic benchmark (``softref.data.synthetic``)."""
+    """The embedded synthetic benchmark (``softref.data.synthetic``). The defaults are a small
+    benchmark; ``config.yaml``'s demo block sets the demo's sizes."""
 
     seed: int = 0
     num_identities: int = 60
@@ -125,7 +126,8 @@ class TeacherSpec:
     Attributes:
         name: the config key; it names the feature folder `results/features/{dataset}/{name}`.
         kind: which loader builds it: "efficientnet-lite0", "unicom", "sentence-transformers",
-            "open_clip-image" or "open_clip-text" (see `softref.teachers.registry.KINDS`).
+            "open_clip-image", "open_clip-text" or "oracle-attributes" (the demo's facts; image
+            or text) (see `softref.teachers.registry.KINDS`).
         modality: "image" or "text"; must agree with the kind.
         weights: a local file or folder; for kinds that support it, a hub name (Unicom's
             "ViT-B/32", a sentence-transformers model id, an open_clip pretrained tag).

@@ -66,7 +66,7 @@ def _looks_local(weights):
         Path(weights).exists()
         or os.path.isabs(weights)
         or weights.startswith((".", "~", "models"))
-        or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+        or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".json"))
     )
 
 
