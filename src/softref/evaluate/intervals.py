@@ -16,7 +16,10 @@ resamples do not depend on which other sets an evaluation has. A set is resample
 its per-query values, so every row on it (R@1, R@5 and R@10 of the captions; a plain and a
 refined person ranking) sees the same resamples. Resample b of every set makes replicate b of a
 row built from several sets (RSUM adds resample b of the image queries' three recalls to
-resample b of the caption queries' three).
+resample b of the caption queries' three). Resampling the sets apart treats them as independent
+samples; the captions of an image are not independent of it (nor the five captions of one image
+of each other), so an interval over both directions, such as RSUM's, is an approximation that
+can be somewhat narrow.
 
 What a query set is, per protocol:
 
@@ -30,7 +33,9 @@ What a query set is, per protocol:
 - sts: the sentence pairs of each reported task (a SentEval year pools its tasks), resampled
   within the task; each resample's Spearman correlation is computed from the resampled pairs'
   average ranks (ties included, as ``scipy.stats.spearmanr``), and ``sts12-16`` and ``avg``
-  are recomputed from the per-task values of the same resample;
+  are recomputed from the per-task values of the same resample; a resample whose correlation
+  is undefined (all drawn pairs tied on one side, possible only with very few pairs) is left out
+  of the percentiles;
 - person: the caption queries, per-query first-hit rank (R@K), AP and INP, for the plain and the
   refined ranking from the same resamples;
 - zero-shot: the classes for the text-to-image AP@k (per-class precision at k) and the images
