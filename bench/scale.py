@@ -11,6 +11,15 @@ eval: evaluation metrics against one GEMM at COCO 5K size by default: 5,000 imag
         goal: (b) / (a) <= 1.5;
     (c) GEMM + ``map_r_precision_r1_both_ways`` (mAP@R, R-P, R@1 in both directions, the fused
         function ``eccv_scores`` uses) on the dense relevance matrix; goal: (c) / (a) <= 3;
+    (d) GEMM + ``first_relevant_ranks_both_ways`` + ``recall_from_ranks``: the image-text
+        evaluation's own path (the numbers of (b) and every query's rank); goal: (d) / (a) <= 1.5;
+    (e) the bootstrap of the image-text rows from (d)'s ranks (1000 resamples of the images and
+        of the captions; R@1/5/10 both ways and RSUM); goal: (e) / (d) <= 0.25;
+    (f) GEMM + ``map_r_precision_r1_per_query_both_ways`` (the numbers of (c) and the per-query
+        values, one pass); goal: (f) / (a) <= 3;
+    (g) the bootstrap of the ECCV rows from (f)'s per-query values; reported beside (f);
+    (h) the bootstrap's worst case: three columns of distinct per-query values for each image and
+        caption (no two queries alike, so every resample draws its index matrix); beside (f);
     memory: the peak above the inputs while (b) or (c) runs, less the score matrix they create;
         goal: one block's temporaries, at most 16 bytes for each of the CHUNK_ELEMENTS (4M)
         scores of a block (64 MiB), i.e. peak <= score matrix + a chunk.
@@ -47,12 +56,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from softref.evaluate.metrics import CHUNK_ELEMENTS, map_r_precision_r1_both_ways
+from softref.evaluate.intervals import Bootstrap
+from softref.evaluate.metrics import (
+    CHUNK_ELEMENTS,
+    first_relevant_ranks_both_ways,
+    map_r_precision_r1_both_ways,
+    map_r_precision_r1_per_query_both_ways,
+    recall_from_ranks,
+)
 from softref.evaluate.retrieval import image_text_metrics
 
 CAPTIONS_PER_IMAGE = 5
 RECALL_TARGET = 1.5
 ECCV_TARGET = 3.0
+BOOTSTRAP_TARGET = 0.25
+KS = (1, 5, 10)
 CHUNK_BYTES = 16 * CHUNK_ELEMENTS
 
 
@@ -202,6 +220,15 @@ def section_eval(args: argparse.Namespace, device: torch.device) -> None:
     def eccv() -> tuple[dict[str, float], dict[str, float]]:
         return map_r_precision_r1_both_ways(images @ captions.T, relevant_t)
 
+    def ranks() -> tuple[np.ndarray, np.ndarray]:
+        found = first_relevant_ranks_both_ways(images @ captions.T, relevant_t)
+        for r in found:
+            recall_from_ranks(r, KS)
+        return found
+
+    def eccv_per_query() -> tuple[Any, Any]:
+        return map_r_precision_r1_per_query_both_ways(images @ captions.T, relevant_t)
+
     score_bytes = num_images * num_captions * 4
     print(
         f"eval: {num_images} images x {num_captions} captions, D={args.dim}, {per_image:.1f} relevant captions "
@@ -210,12 +237,36 @@ def section_eval(args: argparse.Namespace, device: torch.device) -> None:
     )
     results = (recall(), eccv())  # warm-up, and the numbers
     gemm()
-    ta, tb, tc = [], [], []
+    rank_pair, eccv_pair = ranks(), eccv_per_query()
+
+    def boot_recall() -> None:
+        boot = Bootstrap()
+        for name, r in zip(("images", "captions"), rank_pair):
+            boot.means(name, {f"R@{k}": 100.0 * (r < k) for k in KS})
+
+    def boot_eccv() -> None:
+        boot = Bootstrap()
+        for name, found in zip(("images", "captions"), eccv_pair):
+            boot.means(name, found.per_query)
+
+    distinct = [np.random.default_rng(0).random((n, 3)) for n in (num_images, num_captions)]
+
+    def boot_distinct() -> None:
+        boot = Bootstrap()
+        for name, values in zip(("images", "captions"), distinct):
+            boot.means(name, {str(c): values[:, c] for c in range(3)})
+
+    parts = {"a": gemm, "b": recall, "c": eccv, "d": ranks, "e": boot_recall, "f": eccv_per_query, "g": boot_eccv,
+             "h": boot_distinct}
+    times: dict[str, list[float]] = {key: [] for key in parts}
     for _ in range(args.repeats):
-        ta.append(_timed(gemm, device))
-        tb.append(_timed(recall, device))
-        tc.append(_timed(eccv, device))
-    ma, mb, mc = statistics.median(ta), statistics.median(tb), statistics.median(tc)
+        for key, fn in parts.items():
+            times[key].append(_timed(fn, device))
+    median = {key: statistics.median(t) for key, t in times.items()}
+    ta, tb, tc = times["a"], times["b"], times["c"]
+    ma, mb, mc = median["a"], median["b"], median["c"]
+    exact = recall_from_ranks(rank_pair[0], KS) == {k: results[0]["i2t"][f"R@{k}"] for k in KS} \
+        and (eccv_pair[0].means, eccv_pair[1].means) == results[1]
     memory_how = _memory_method(device)
     memory_b = _peak_extra(recall, device) - score_bytes
     memory_c = _peak_extra(eccv, device) - score_bytes
@@ -230,6 +281,19 @@ def section_eval(args: argparse.Namespace, device: torch.device) -> None:
     print(f"  ratio (c) / (a): {mc / ma:5.2f}  goal <= {ECCV_TARGET}  {_verdict(mc / ma <= ECCV_TARGET)}  "
           f"(i2t mAP@R {i2t['mAP@R']:.3f} R-P {i2t['R-P']:.3f} R@1 {i2t['R@1']:.2f}; "
           f"t2i mAP@R {t2i['mAP@R']:.3f} R-P {t2i['R-P']:.3f} R@1 {t2i['R@1']:.2f})")
+    md, me, mf, mg = median["d"], median["e"], median["f"], median["g"]
+    print(f"  {'(d) GEMM + first_relevant_ranks_both_ways':<52} median {md:8.3f} s  (runs: {_runs(times['d'])})")
+    print(f"  {'(e) bootstrap of the image-text rows (B=1000)':<52} median {me:8.3f} s  (runs: {_runs(times['e'])})")
+    print(f"  {'(f) GEMM + map_r_precision_r1_per_query_both_ways':<52} median {mf:8.3f} s  "
+          f"(runs: {_runs(times['f'])})")
+    print(f"  {'(g) bootstrap of the ECCV rows (B=1000)':<52} median {mg:8.3f} s  (runs: {_runs(times['g'])})")
+    print(f"  {'(h) bootstrap, all per-query values distinct':<52} median {median['h']:8.3f} s  "
+          f"(runs: {_runs(times['h'])})")
+    print(f"  ratio (d) / (a): {md / ma:5.2f}  goal <= {RECALL_TARGET}  {_verdict(md / ma <= RECALL_TARGET)}")
+    print(f"  ratio (e) / (d): {me / md:5.2f}  goal <= {BOOTSTRAP_TARGET}  {_verdict(me / md <= BOOTSTRAP_TARGET)}")
+    print(f"  ratio (f) / (a): {mf / ma:5.2f}  goal <= {ECCV_TARGET}  {_verdict(mf / ma <= ECCV_TARGET)}  "
+          f"(g) / (f): {mg / mf:5.2f}  (h) / (f): {median['h'] / mf:5.2f}")
+    print(f"  per-query paths give the numbers of (b) and (c) exactly: {_verdict(exact)}")
     for name, extra in (("(b)", memory_b), ("(c)", memory_c)):
         print(f"  peak memory of {name}: score matrix + {extra / 2**20:6.1f} MiB  goal <= score matrix + a chunk "
               f"({CHUNK_BYTES / 2**20:.0f} MiB)  {_verdict(extra <= CHUNK_BYTES)}  ({memory_how})")

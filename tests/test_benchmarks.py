@@ -18,6 +18,7 @@ from softref.data.common import frame
 from softref.data.manifest import IMAGE_COLUMNS, TEXT_COLUMNS, file_sha256, write_manifest, write_pairs
 from softref.data.synthetic import synthesize_demo
 from softref.evaluate.benchmarks import PROTOCOLS, evaluate_benchmark
+from softref.evaluate.intervals import Bootstrap
 from softref.evaluate.protocols import (
     eccv_scores,
     identity_relevance,
@@ -26,7 +27,7 @@ from softref.evaluate.protocols import (
     sts_table,
     zero_shot_scores,
 )
-from softref.evaluate.retrieval import encode_split, split_items, write_json
+from softref.evaluate.retrieval import encode_split, image_text_metrics, split_items, write_json
 from softref.models.student import load_student
 from softref.models.student import Student
 from softref.checkpoints import save_checkpoint
@@ -35,6 +36,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 COMMON = {"benchmark", "protocol", "split", "dataset", "paper_dataset", "experiment", "label", "student", "method",
           "checkpoint", "checkpoint_sha256", "selected_epoch", "metrics"}
 ROW_KEYS = {"dataset", "direction", "metric", "value", "variant"}
+CI_KEYS = {"ci_low", "ci_high"}
 PERSON_METRICS = ["R@1", "R@5", "R@10", "mAP", "mINP"]
 
 
@@ -118,7 +120,17 @@ def run(checkpoint: Path, protocol: str, dataset_root: Path, manifests: Path | t
     assert COMMON <= set(result)
     assert result["protocol"] == protocol and result["benchmark"] == benchmark and result["dataset"] == "demo"
     assert result["checkpoint"] == str(checkpoint) and result["checkpoint_sha256"] == file_sha256(checkpoint)
-    assert all(set(row) == ROW_KEYS for row in result["metrics"])
+    if protocol == "training-cost":  # no queries: no interval
+        assert all(set(row) == ROW_KEYS for row in result["metrics"]) and result["bootstrap"] is None
+        return result
+    # Every other protocol's rows carry a bootstrap interval over queries that holds the value.
+    assert all(set(row) == ROW_KEYS | CI_KEYS for row in result["metrics"])
+    assert all(row["ci_low"] <= row["value"] <= row["ci_high"] for row in result["metrics"])
+    record = result["bootstrap"]
+    assert set(record) == {"resamples", "seed", "level", "method", "query_sets"}
+    assert (record["level"], record["method"]) == (0.95, "percentile")
+    assert record["resamples"] == kw.get("bootstrap_resamples", 1000) and record["seed"] == kw.get("bootstrap_seed", 0)
+    assert record["query_sets"] and all(isinstance(n, int) and n > 0 for n in record["query_sets"].values())
     return result
 
 
@@ -151,6 +163,15 @@ def test_image_text(bench: dict, tmp_path: Path) -> None:
         for k in (1, 5, 10):
             assert got[("MSCOCO-5K", direction, f"R@{k}")] == result[direction][f"R@{k}"]
     assert got[("MSCOCO-5K", "both", "RSUM")] == pytest.approx(result["rsum"])
+    assert result["bootstrap"]["query_sets"] == {"images": result["num_images"], "captions": result["num_texts"]}
+    again = run(bench["plain"], "image-text", bench["demo"]["coco_root"], bench["root"] / "coco",
+                benchmark="demo-coco-test", paper_dataset="MSCOCO-5K")
+    assert again["metrics"] == result["metrics"]  # same seed, same intervals
+    other = run(bench["plain"], "image-text", bench["demo"]["coco_root"], bench["root"] / "coco",
+                benchmark="demo-coco-test", paper_dataset="MSCOCO-5K", bootstrap_seed=1, bootstrap_resamples=300)
+    assert [r["value"] for r in other["metrics"]] == [r["value"] for r in result["metrics"]]
+    assert [(r["ci_low"], r["ci_high"]) for r in other["metrics"]] != [(r["ci_low"], r["ci_high"])
+                                                                       for r in result["metrics"]]
     path = tmp_path / "eval" / "demo-coco-test.json"
     write_json(result, path)
     assert json.loads(path.read_text()) == result
@@ -161,8 +182,10 @@ def test_eccv_identity_relevance(bench: dict) -> None:
     result = run(bench["plain"], "eccv", bench["demo"]["person_root"], manifests, options={"relevance": "identity"})
     items, image_emb, text_emb = encoded(bench["plain"], bench["demo"]["person_root"], manifests)
     expected = eccv_scores(image_emb, text_emb, identity_relevance(*identities(manifests, items)))
-    assert values(result) == pytest.approx({("bench", d, m): expected[d][m] for d in ("i2t", "t2i")
-                                            for m in ("mAP@R", "R-P", "R@1")})
+    cells = {("bench", d, m): expected[d][m] for d in ("i2t", "t2i") for m in ("mAP@R", "R-P", "R@1")}
+    # The eccv JSON adds the ablation table's avg: the mean of the six numbers.
+    assert values(result) == pytest.approx({**cells, ("bench", "both", "avg"): sum(cells.values()) / 6})
+    assert result["bootstrap"]["query_sets"] == {"images": 6, "captions": 12}
     assert result["relevance"] == "identity" and result["num_images"] == items.num_images == 6
     assert result["num_queries"] == {"i2t": 6, "t2i": 12}
     json.dumps(result, allow_nan=False)
@@ -178,8 +201,13 @@ def test_eccv_caption_relevance(bench: dict) -> None:
     assert result["num_queries"] == {"i2t": 2, "t2i": 2} and result["num_extra_positives"] == 2
     assert result["eccv_dir"] == str(bench["eccv_root"] / "eccv_caption_data")
     got = values(result)
-    assert sorted(got) == sorted(("ECCV Caption", d, m) for d in ("i2t", "t2i") for m in ("mAP@R", "R-P", "R@1"))
+    assert sorted(got) == sorted([("ECCV Caption", d, m) for d in ("i2t", "t2i") for m in ("mAP@R", "R-P", "R@1")]
+                                 + [("ECCV Caption", "both", "avg")])
     assert all(0.0 <= v <= 100.0 for v in got.values())
+    assert got[("ECCV Caption", "both", "avg")] == pytest.approx(
+        sum(v for (_, d, _), v in got.items() if d != "both") / 6)
+    # The intervals come from softref's per-query values on the package's ground truth: its queries.
+    assert result["bootstrap"]["query_sets"] == {"images": 2, "captions": 2}
 
 
 # Students trained without USA never train a uni-modal projector: by default (uni_features encoder,
@@ -205,6 +233,7 @@ def test_image_retrieval_leave_one_out(bench: dict, checkpoint: str, uni_feature
     with torch.no_grad():
         emb = model.encode_image(pixels, head=head)
     assert values(result) == {("CUB", "i2i", "R@1"): pytest.approx(leave_one_out_r1(emb, test["identity"].tolist()))}
+    assert result["bootstrap"]["query_sets"] == {"images": 6}
 
 
 def test_image_retrieval_query_gallery(bench: dict) -> None:
@@ -212,6 +241,7 @@ def test_image_retrieval_query_gallery(bench: dict) -> None:
                  options={"mode": "query-gallery"})
     assert result["mode"] == "query-gallery" and (result["num_queries"], result["num_gallery"]) == (6, 6)
     assert list(values(result)) == [("bench", "i2i", "R@1")]
+    assert result["bootstrap"]["query_sets"] == {"queries": 6}
 
 
 @pytest.mark.parametrize(("checkpoint", "uni_features", "head"), UNI_CASES)
@@ -229,6 +259,7 @@ def test_sts(bench: dict, checkpoint: str, uni_features: str, head: str) -> None
         emb2 = model.encode_text(model.tokenizer(test["sentence2"].tolist()), head=head)
     expected = sts_table(test, emb1, emb2)
     assert [r["value"] for r in result["metrics"]] == pytest.approx([r["value"] for r in expected], abs=1e-4)
+    assert result["bootstrap"]["query_sets"] == {"sts12 pairs": 4, "sts13 pairs": 4, "demo pairs": 5}
     # pairs.parquet is found beside the images manifest by default.
     assert run(bench[checkpoint], "sts", bench["root"], bench["sts"], uni_features=uni_features)["metrics"] \
         == result["metrics"]
@@ -248,8 +279,10 @@ def test_person_refinement_without_bank_is_an_error(bench: dict) -> None:
     assert result["num_references"] is None and result["refine"] is None
     items, image_emb, text_emb = encoded(bench["plain"], bench["demo"]["person_root"], manifests)
     image_labels, text_labels = identities(manifests, items)
-    expected = person_scores(text_emb, text_labels, image_emb, image_labels, dataset="CUHK-PEDES")
+    expected = person_scores(text_emb, text_labels, image_emb, image_labels, dataset="CUHK-PEDES",
+                             bootstrap=Bootstrap())
     assert result["metrics"] == expected
+    assert result["bootstrap"]["query_sets"] == {"captions": 12}
     assert (result["num_queries"], result["num_gallery"], result["num_identities"]) == (12, 6, 3)
 
 
@@ -262,10 +295,13 @@ def test_person_with_bank_adds_the_refined_variant(bench: dict) -> None:
     items, image_emb, text_emb = encoded(bench["banked"], root, manifests)
     image_labels, text_labels = identities(manifests, items)
     expected = person_scores(text_emb, text_labels, image_emb, image_labels, references=bench["bank"],
-                             refine=Refine(), dataset="bench")
+                             refine=Refine(), dataset="bench", bootstrap=Bootstrap())
     assert result["metrics"] == expected
     zero = run(bench["banked"], "person", root, manifests, refine=Refine(lam=0.0))
     assert values(zero, "refined") == values(zero, "") == values(result, "")
+    # One resample of the captions for both rankings: equal rankings, equal intervals.
+    plain = [(r["ci_low"], r["ci_high"]) for r in zero["metrics"] if r["variant"] == ""]
+    assert [(r["ci_low"], r["ci_high"]) for r in zero["metrics"] if r["variant"] == "refined"] == plain
     no_refine = run(bench["banked"], "person", root, manifests)
     assert {r["variant"] for r in no_refine["metrics"]} == {""}
 
@@ -282,12 +318,13 @@ def test_zero_shot(bench: dict) -> None:
     assert values(result)[("CUB", "t2i", "AP@3")] == pytest.approx(expected["t2i"]["P@3"])  # Reed et al.'s AP@k
     assert values(result)[("CUB", "i2t", "top-1")] == pytest.approx(expected["i2t"]["top-1"])
     assert result["t2i_average_precision_at_k"] == pytest.approx(expected["t2i"]["AP@3"])
+    assert result["bootstrap"]["query_sets"] == {"classes": 3, "images": 6}
     default = run(bench["plain"], "zero-shot", root, manifests)
     assert [m for _, _, m in values(default)] == ["AP@50", "top-1"]
 
 
 def test_every_protocol_is_covered() -> None:
-    assert set(PROTOCOLS) == {"image-text", "eccv", "image-retrieval", "sts", "person", "zero-shot"}
+    assert set(PROTOCOLS) == {"image-text", "eccv", "image-retrieval", "sts", "person", "zero-shot", "training-cost"}
 
 
 @pytest.mark.parametrize(
@@ -365,3 +402,19 @@ def test_training_cost_reads_the_train_log(bench: dict, tmp_path: Path) -> None:
     (run_dir / "train_log.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"benchmark 'cost' \(training-cost\): train log not found"):
         run(run_dir / "checkpoint.pt", "training-cost", bench["root"], bench["root"] / "coco", benchmark="cost")
+
+
+def test_image_text_ranks_give_image_text_metrics_bit_for_bit() -> None:
+    """The image-text runner ranks once for the numbers and the per-query ranks; its numbers are
+    the trainer's validation function's, to the last bit (tied scores included)."""
+    from softref.evaluate.benchmarks import _image_text_ranks
+
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(np.round(rng.standard_normal((9, 4)), 0)).float()
+    images[5:] = images[:4]  # tied images
+    owner = np.repeat(np.arange(9), 3)
+    texts = images[owner] + torch.from_numpy(np.round(rng.standard_normal((27, 4)), 0)).float()
+    relevant = owner[None, :] == np.arange(9)[:, None]
+    found, ranks = _image_text_ranks(images, texts, relevant)
+    assert found == image_text_metrics(images, texts, relevant)
+    assert ranks["i2t"].shape == (9,) and ranks["t2i"].shape == (27,)

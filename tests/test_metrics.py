@@ -10,12 +10,18 @@ import torch
 from softref.evaluate import metrics
 from softref.evaluate.metrics import (
     cmc_map_minp,
+    cmc_map_minp_per_query,
+    first_relevant_ranks,
+    first_relevant_ranks_both_ways,
     map_at_r,
     map_r_precision_r1,
     map_r_precision_r1_both_ways,
+    map_r_precision_r1_per_query,
+    map_r_precision_r1_per_query_both_ways,
     r_precision,
     recall_at_k,
     recall_at_k_both_ways,
+    recall_from_ranks,
 )
 
 
@@ -573,3 +579,142 @@ def test_numpy_views_torch_cannot_share_are_copied():
     assert recall_at_k(big_endian, relevant) == want
     assert map_r_precision_r1(scores, relevant) == pytest.approx(
         _reference_eccv(np.ascontiguousarray(scores), np.ascontiguousarray(relevant)), **CLOSE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-query values against the reference, and their means against the metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def _reference_first_ranks(scores, relevant):
+    parts = [ranked.to(torch.uint8).argmax(dim=1) for ranked in _reference_sorted_relevance(scores,
+                                                                                            _reference_rows(relevant))]
+    return torch.cat(parts).numpy()
+
+
+def _reference_eccv_per_query(scores, relevant):
+    maps, rps, r1s = [], [], []
+    for ranked in _reference_sorted_relevance(scores, _reference_rows(relevant)):
+        average_precision, r_prec = _reference_map_and_rprec_chunk(ranked)
+        maps.append(average_precision)
+        rps.append(r_prec)
+        r1s.append(ranked[:, 0].to(torch.float64))
+    return {"mAP@R": 100.0 * torch.cat(maps).numpy(), "R-P": 100.0 * torch.cat(rps).numpy(),
+            "R@1": 100.0 * torch.cat(r1s).numpy()}
+
+
+def _reference_cmc_per_query(scores, query_labels, gallery_labels):
+    num_gallery = scores.shape[1]
+    _, codes = np.unique(np.concatenate([np.asarray(query_labels), np.asarray(gallery_labels)]),
+                         return_inverse=True)
+    query_codes = torch.from_numpy(codes[: scores.shape[0]].astype(np.int64))
+    gallery_codes = torch.from_numpy(codes[scores.shape[0]:].astype(np.int64))
+
+    def rows(start, stop, device):
+        return query_codes[start:stop, None].to(device) == gallery_codes[None, :].to(device)
+
+    first, ap, inp = [], [], []
+    for ranked in _reference_sorted_relevance(scores, rows):
+        positions = torch.arange(1, num_gallery + 1, dtype=torch.float64)
+        ranked_f = ranked.to(torch.float64)
+        cumulative = ranked_f.cumsum(dim=1)
+        num_relevant = cumulative[:, -1]
+        first.append(ranked.to(torch.uint8).argmax(dim=1))
+        ap.append(((cumulative / positions) * ranked_f).sum(dim=1) / num_relevant)
+        last_hit = num_gallery - 1 - ranked.flip(1).to(torch.uint8).argmax(dim=1)
+        inp.append(num_relevant / (last_hit.to(torch.float64) + 1))
+    return {"rank": torch.cat(first).numpy(), "mAP": 100.0 * torch.cat(ap).numpy(),
+            "mINP": 100.0 * torch.cat(inp).numpy()}
+
+
+def _listed(strategy: str) -> bool:
+    """Whether the relevance is listed as pairs under ``strategy`` (exact ranks need no max_rank)."""
+    return strategy not in ("top-lists", "dense-only")
+
+
+@pytest.mark.parametrize("relevance_kind", RELEVANCE_KINDS)
+@pytest.mark.parametrize("score_kind", SCORE_KINDS)
+def test_first_relevant_ranks_give_the_recalls(score_kind, relevance_kind, strategy):
+    num_q, num_g = 23, 17
+    scores = _scores(score_kind, num_q, num_g, seed=1)
+    relevant = _relevance(relevance_kind, num_q, num_g, seed=1)
+    ks = (1, 2, 5, 10, 16, 17)
+    want, want_t = _reference_first_ranks(scores, relevant), _reference_first_ranks(scores.T, relevant.T)
+    for chunk_size in (None, 1, 22):
+        clipped, clipped_t = first_relevant_ranks_both_ways(scores, relevant, max_rank=17, chunk_size=chunk_size)
+        assert clipped.tolist() == np.minimum(want, 17).tolist()
+        assert clipped_t.tolist() == np.minimum(want_t, 17).tolist()
+        assert recall_from_ranks(clipped, ks) == recall_at_k(scores, relevant, ks)  # the same floats
+        assert recall_from_ranks(clipped_t, ks) == recall_at_k(scores.T, relevant.T, ks)
+        one_way = first_relevant_ranks(scores.T, relevant.T, max_rank=5, chunk_size=chunk_size)
+        assert one_way.tolist() == np.minimum(want_t, 5).tolist()
+        if _listed(strategy):
+            exact, exact_t = first_relevant_ranks_both_ways(scores, relevant, chunk_size=chunk_size)
+            assert exact.tolist() == want.tolist() and exact_t.tolist() == want_t.tolist()
+            assert first_relevant_ranks(scores, relevant).tolist() == want.tolist()
+        else:
+            with pytest.raises(ValueError, match="give max_rank"):
+                first_relevant_ranks(scores, relevant)
+
+
+@pytest.mark.parametrize("relevance_kind", RELEVANCE_KINDS)
+@pytest.mark.parametrize("score_kind", SCORE_KINDS)
+def test_eccv_per_query_values_and_their_means(score_kind, relevance_kind, strategy):
+    num_q, num_g = 23, 17
+    scores = _scores(score_kind, num_q, num_g, seed=1)
+    relevant = _relevance(relevance_kind, num_q, num_g, seed=1)
+    want, want_t = _reference_eccv_per_query(scores, relevant), _reference_eccv_per_query(scores.T, relevant.T)
+    for chunk_size in (None, 3, 22):
+        got = map_r_precision_r1_per_query(scores, relevant, chunk_size=chunk_size)
+        both = map_r_precision_r1_per_query_both_ways(scores, relevant, chunk_size=chunk_size)
+        # The means are the metric functions' numbers, bit for bit.
+        assert got.means == map_r_precision_r1(scores, relevant, chunk_size=chunk_size)
+        assert (both[0].means, both[1].means) == map_r_precision_r1_both_ways(scores, relevant, chunk_size=chunk_size)
+        for name in ("mAP@R", "R-P", "R@1"):
+            np.testing.assert_allclose(got.per_query[name], want[name], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(both[0].per_query[name], want[name], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(both[1].per_query[name], want_t[name], rtol=1e-12, atol=1e-12)
+            assert got.per_query[name].mean() == pytest.approx(got.means[name], **CLOSE)
+            assert both[1].per_query[name].mean() == pytest.approx(both[1].means[name], **CLOSE)
+        assert got.per_query["R@1"].tolist() == want["R@1"].tolist()
+
+
+@pytest.mark.parametrize("score_kind", SCORE_KINDS)
+@pytest.mark.parametrize("labels", ["few-ids", "many-per-id", "one-each"])
+def test_cmc_per_query_values_and_their_means(score_kind, labels, strategy, monkeypatch):
+    rng = np.random.default_rng(7)
+    num_q, num_g = 21, 33
+    num_ids = {"few-ids": 7, "many-per-id": 2, "one-each": num_g}[labels]
+    g_labels = np.concatenate([np.arange(num_ids), rng.integers(0, num_ids, num_g - num_ids)])
+    q_labels = rng.integers(0, num_ids, num_q)
+    scores = _scores(score_kind, num_q, num_g, seed=7)
+    if strategy == "top-lists":  # the stable-sort path for queries with many hits
+        monkeypatch.setattr(metrics, "_SORT_SLOTS", 3)
+    want = _reference_cmc_per_query(scores, q_labels, g_labels)
+    for chunk_size in (None, 1, 5):
+        for max_rank in (1, 10, 40):
+            got = cmc_map_minp_per_query(scores, q_labels, g_labels, max_rank, chunk_size=chunk_size)
+            assert got.means == cmc_map_minp(scores, q_labels, g_labels, max_rank, chunk_size=chunk_size)
+        rank = got.per_query["rank"]
+        assert rank.dtype == np.int64 and rank.tolist() == want["rank"].tolist()
+        for name in ("mAP", "mINP"):
+            np.testing.assert_allclose(got.per_query[name], want[name], rtol=1e-12, atol=1e-12)
+            assert got.per_query[name].mean() == pytest.approx(got.means[name], **CLOSE)
+        for k in (1, 5, 10):
+            assert 100.0 * float(np.count_nonzero(rank < k)) / num_q == got.means[f"R@{k}"]
+    transposed = torch.from_numpy(np.ascontiguousarray(scores.T)).T
+    assert cmc_map_minp_per_query(transposed, q_labels, g_labels).per_query["rank"].tolist() == want["rank"].tolist()
+
+
+def test_per_query_checks_and_examples():
+    scores = np.array([[0.9, 0.1, 0.5], [0.8, 0.2, 0.3]])
+    relevant = np.eye(2, 3, dtype=bool)
+    assert first_relevant_ranks(scores, relevant).tolist() == [0, 2]
+    assert first_relevant_ranks(scores, relevant, max_rank=1).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="ks: expected positive cut-offs, found \\(0,\\)"):
+        first_relevant_ranks(scores, relevant, max_rank=0)
+    with pytest.raises(ValueError, match="1 of 2 queries have no relevant"):
+        first_relevant_ranks(scores, np.array([[True, False, False], [False, False, False]]))
+    with pytest.raises(ValueError, match="ranks: expected a non-empty 1-D array"):
+        recall_from_ranks(np.zeros((2, 2)))
+    assert recall_from_ranks(np.array([0, 2, 5, 1]), ks=(1, 3)) == {1: 25.0, 3: 75.0}

@@ -16,19 +16,25 @@ from scipy.stats import spearmanr
 
 from softref.data.adapters import prepare
 from softref.data.manifest import read_positives, read_texts
+from softref.evaluate.intervals import Bootstrap
 from softref.evaluate.metrics import cmc_map_minp
 from softref.evaluate.protocols import (
+    eccv_caption_per_query,
     eccv_caption_scores,
     eccv_caption_scores_and_counts,
     eccv_scores,
+    eccv_scores_per_query,
     identity_relevance,
+    leave_one_out_hits,
     leave_one_out_r1,
     metric_row,
     person_scores,
+    query_gallery_hits,
     query_gallery_r1,
     sts_spearman,
     sts_table,
     zero_shot_scores,
+    zero_shot_scores_per_query,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -439,3 +445,124 @@ def test_metric_row_refuses_nan() -> None:
                                                 "variant": ""}
     with pytest.raises(ValueError, match="finite"):
         metric_row("d", "t2i", "R@1", math.nan)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-query values and intervals
+# ---------------------------------------------------------------------------------------------
+
+
+def naive_eccv_per_query(scores: np.ndarray, relevant: np.ndarray, extra: dict[int, int] | None = None):
+    """Per query AP@R, R-P and R@1 in percent; ``extra[q]`` positives of query q are never retrieved."""
+    out = {"mAP@R": [], "R-P": [], "R@1": []}
+    for q in range(scores.shape[0]):
+        r = int(relevant[q].sum()) + (extra or {}).get(q, 0)
+        hits = [bool(relevant[q, g]) for g in ranking(scores[q])]
+        out["mAP@R"].append(100 * sum(sum(hits[:i]) / i for i in range(1, r + 1) if hits[i - 1]) / r)
+        out["R-P"].append(100 * sum(hits[:r]) / r)
+        out["R@1"].append(100.0 * hits[0])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_eccv_scores_per_query() -> None:
+    rng = np.random.default_rng(0)
+    image_emb, text_emb = rng.normal(size=(9, 6)), rng.normal(size=(20, 6))
+    identities = np.concatenate([np.arange(4), rng.integers(0, 4, size=5)])
+    rel = identity_relevance(identities.tolist(), np.concatenate([np.arange(4), rng.integers(0, 4, 16)]).tolist())
+    found = eccv_scores_per_query(image_emb, text_emb, rel)
+    assert {d: found[d].means for d in found} == eccv_scores(image_emb, text_emb, rel)  # bit for bit
+    scores = unit(image_emb) @ unit(text_emb).T
+    for direction, (s_, r_) in {"i2t": (scores, rel), "t2i": (scores.T, rel.T)}.items():
+        for name, values in naive_eccv_per_query(s_, r_).items():
+            np.testing.assert_allclose(found[direction].per_query[name], values, atol=1e-9)
+
+
+def test_eccv_caption_per_query_on_the_fixture_ground_truth(eccv_fixture: dict) -> None:
+    """Image 102 lists caption 9999, absent from the captions: it counts in R (3), never retrieved."""
+    rng = np.random.default_rng(5)
+    image_emb, text_emb = rng.normal(size=(3, 4)), rng.normal(size=(6, 4))
+    ids = (eccv_fixture["image_ids"], eccv_fixture["text_ids"])
+    scores, per_query = eccv_caption_per_query(image_emb, text_emb, *ids, eccv_fixture["data"])
+    assert scores == eccv_caption_scores(image_emb, text_emb, *ids, eccv_fixture["data"])
+    cosine = unit(image_emb) @ unit(text_emb).T
+    image_rows = [eccv_fixture["image_ids"].index(i) for i in ("101", "102")]
+    text_rows = [eccv_fixture["text_ids"].index(t) for t in ("1005", "1003")]
+    truth_i2t = np.zeros((2, 6), dtype=bool)
+    for q, positives in enumerate([{"1001", "1003", "1002"}, {"1004", "1003"}]):
+        truth_i2t[q, [eccv_fixture["text_ids"].index(t) for t in positives]] = True
+    truth_t2i = np.zeros((2, 3), dtype=bool)
+    for q, positives in enumerate([{"103", "101"}, {"102", "101"}]):
+        truth_t2i[q, [eccv_fixture["image_ids"].index(i) for i in positives]] = True
+    want = {"i2t": naive_eccv_per_query(cosine[image_rows], truth_i2t, extra={1: 1}),
+            "t2i": naive_eccv_per_query(cosine.T[text_rows], truth_t2i)}
+    for direction in ("i2t", "t2i"):
+        for name in ("mAP@R", "R-P", "R@1"):
+            np.testing.assert_allclose(per_query[direction][name], want[direction][name], atol=1e-9)
+            assert per_query[direction][name].mean() == pytest.approx(scores[direction][name], abs=1e-9)
+    with pytest.raises(ValueError, match=r"ECCV Caption i2t mAP@R: the mean of softref's per-query values is"):
+        eccv_caption_per_query(image_emb, text_emb, *ids, eccv_fixture["data"], tolerance=-1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_eccv_caption_per_query_on_a_full_ground_truth(eccv_fixture: dict, tmp_path: Path, seed: int) -> None:
+    rel = eccv_fixture["relevant"]
+    data = Path(shutil.copytree(eccv_fixture["data"], tmp_path / "data"))
+    write_ground_truth(data, eccv_fixture["image_ids"], eccv_fixture["text_ids"], rel)
+    rng = np.random.default_rng(seed)
+    image_emb, text_emb = rng.normal(size=(3, 5)), rng.normal(size=(6, 5))
+    scores, per_query = eccv_caption_per_query(image_emb, text_emb, eccv_fixture["image_ids"],
+                                               eccv_fixture["text_ids"], data, top_k=1)
+    ours = eccv_scores_per_query(image_emb, text_emb, rel)
+    for direction in ("i2t", "t2i"):
+        for name in ("mAP@R", "R-P", "R@1"):
+            np.testing.assert_allclose(per_query[direction][name], ours[direction].per_query[name], atol=1e-12)
+
+
+def test_hits_per_query_are_the_r1() -> None:
+    rng = np.random.default_rng(11)
+    emb = sign_vectors(rng, 30)
+    labels = rng.integers(0, 6, size=30).tolist()
+    hits = leave_one_out_hits(emb, labels)
+    assert hits.dtype == bool and hits.shape == (30,)
+    assert 100.0 * hits.mean() == pytest.approx(naive_r1(emb @ emb.T, labels, labels, exclude_self=True))
+    assert leave_one_out_r1(emb, labels) == 100.0 * int(hits.sum()) / 30
+    queries, gallery = sign_vectors(rng, 12), sign_vectors(rng, 20)
+    q_labels, g_labels = rng.integers(0, 4, size=12).tolist(), rng.integers(0, 4, size=20).tolist()
+    hits = query_gallery_hits(queries, q_labels, gallery, g_labels)
+    for q in range(12):
+        assert hits[q] == (g_labels[ranking(queries[q] @ gallery.T)[0]] == q_labels[q])
+
+
+def test_sts_table_with_intervals() -> None:
+    frame, emb1, emb2 = sts_frame(TASKS)
+    plain = sts_table(frame, emb1, emb2)
+    rows = sts_table(frame, emb1, emb2, bootstrap=Bootstrap(resamples=300))
+    assert [{k: r[k] for k in plain[0]} for r in rows] == plain
+    assert all(r["ci_low"] <= r["value"] <= r["ci_high"] and r["ci_low"] < r["ci_high"] for r in rows)
+    again = Bootstrap(resamples=300)
+    assert sts_table(frame, emb1, emb2, bootstrap=again) == rows
+    assert again.query_sets == {"sts12 pairs": 11, "sts13 pairs": 5, "sts14 pairs": 8, "sts15 pairs": 5,
+                                "sts16 pairs": 6, "stsb pairs": 7, "sickr pairs": 6, "demo pairs": 5}
+
+
+def test_zero_shot_per_query_values() -> None:
+    rng = np.random.default_rng(6)
+    images, texts = rng.normal(size=(40, 8)), rng.normal(size=(25, 8))
+    image_labels, text_labels = rng.integers(0, 5, size=40).tolist(), list(range(5)) * 5
+    scores, per_query = zero_shot_scores_per_query(images, image_labels, texts, text_labels, k=10)
+    assert scores == zero_shot_scores(images, image_labels, texts, text_labels, k=10)
+    assert per_query["t2i"]["AP@10"].shape == per_query["t2i"]["P@10"].shape == (5,)
+    assert per_query["i2t"]["top-1"].shape == (40,)
+    for direction, found in per_query.items():
+        for name, values in found.items():
+            assert values.mean() == pytest.approx(scores[direction][name], abs=1e-12)
+
+
+def test_person_scores_with_intervals(person_case: dict) -> None:
+    args = (person_case["texts"], person_case["text_labels"], person_case["images"], person_case["image_labels"])
+    plain = person_scores(*args, references=person_case["bank"], refine=Refine())
+    boot = Bootstrap(resamples=200)
+    rows = person_scores(*args, references=person_case["bank"], refine=Refine(), bootstrap=boot)
+    assert [{k: r[k] for k in plain[0]} for r in rows] == plain
+    assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in rows)
+    assert boot.query_sets == {"captions": 24}

@@ -35,7 +35,11 @@ Options (``BenchmarkConfig.options``), checked strictly (an unknown key is an er
 The result is the evaluation JSON of every protocol: the common keys (benchmark, protocol,
 split, dataset, paper_dataset, experiment, seed, label, student, method, checkpoint,
 checkpoint_sha256, selected_epoch), ``metrics`` rows (dataset, direction, metric, value,
-variant) and the protocol's counts.
+variant, and ``ci_low`` / ``ci_high``: a 95 % bootstrap interval over the queries), the
+``bootstrap`` record (resamples, seed, level, method, query_sets; see
+:mod:`softref.evaluate.intervals`; None for training-cost, which has no queries) and the
+protocol's counts. The eccv protocol adds an ``avg`` row (direction ``both``): the mean of its
+six numbers, with its interval.
 """
 
 from __future__ import annotations
@@ -47,26 +51,29 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
 from softref.data.manifest import read_images, read_pairs, read_positives, read_texts
 from softref.evaluate.encode import encode_images, encode_texts
+from softref.evaluate.intervals import RESAMPLES, SEED, Bootstrap, attach_intervals, check_intervals
+from softref.evaluate.metrics import first_relevant_ranks_both_ways, recall_from_ranks
 from softref.evaluate.protocols import (
     ECCV_TOP_K,
-    eccv_caption_scores_and_counts,
-    eccv_scores,
+    eccv_caption_per_query,
+    eccv_scores_per_query,
     identity_relevance,
-    leave_one_out_r1,
+    leave_one_out_hits,
     metric_row,
     person_scores,
-    query_gallery_r1,
+    query_gallery_hits,
     refine_parameters,
     sts_table,
-    zero_shot_scores,
+    zero_shot_scores_per_query,
 )
-from softref.evaluate.retrieval import KS, encode_split, image_text_metrics, split_items
+from softref.evaluate.retrieval import KS, encode_split, split_items
 from softref.files import file_sha256
 from softref.checkpoints import load_checkpoint
 from softref.models.student import load_student
@@ -163,6 +170,21 @@ def _split_labels(items: Any, ctx: dict[str, Any]) -> tuple[list[str], list[str]
     return _identities(images, "image_id", items.image_ids), _identities(texts, "text_id", items.text_ids)
 
 
+def _eccv_rows(ctx: Mapping[str, Any], scores: Mapping[str, Mapping[str, float]],
+               per_query: Mapping[str, Mapping[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """The six ECCV rows and their ``avg`` (the mean of the six, the ablation table's number),
+    with intervals: images and captions are the query sets; the avg is recomputed per resample."""
+    dataset = ctx["row_dataset"]
+    cells = [(direction, name) for direction in ("i2t", "t2i") for name in ECCV_METRICS]
+    rows = [metric_row(dataset, d, m, scores[d][m]) for d, m in cells]
+    rows.append(metric_row(dataset, "both", "avg", sum(scores[d][m] for d, m in cells) / len(cells)))
+    boot = ctx["bootstrap"]
+    replicates = {"i2t": boot.means("images", per_query["i2t"]), "t2i": boot.means("captions", per_query["t2i"])}
+    stats = {(dataset, d, m, ""): replicates[d][m] for d, m in cells}
+    stats[(dataset, "both", "avg", "")] = sum(replicates[d][m] for d, m in cells) / len(cells)
+    return attach_intervals(rows, stats)
+
+
 def _run_eccv(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     options, benchmark = ctx["options"], ctx["benchmark"]
     relevance = _choice(options, "relevance", ECCV_RELEVANCE, "eccv", benchmark)
@@ -173,27 +195,26 @@ def _run_eccv(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, An
     image_emb, text_emb = image_emb.to(ctx["device"]), text_emb.to(ctx["device"])
     if relevance == "identity":
         image_labels, text_labels = _split_labels(items, ctx)
-        scores = eccv_scores(image_emb, text_emb, identity_relevance(image_labels, text_labels))
+        found = eccv_scores_per_query(image_emb, text_emb, identity_relevance(image_labels, text_labels))
+        scores = {d: found[d].means for d in found}
+        per_query = {d: found[d].per_query for d in found}
         out["num_queries"] = {"i2t": items.num_images, "t2i": items.num_texts}
     else:
         data_dir = options.get("eccv_dir")
         if data_dir is not None:
             data_dir = Path(data_dir) if Path(data_dir).is_absolute() else ctx["dataset_root"] / data_dir
-        scores, counts = eccv_caption_scores_and_counts(
+        # The package's numbers, and softref's per-query values on its relevance (checked to agree).
+        scores, per_query = eccv_caption_per_query(
             image_emb, text_emb, items.image_ids, items.text_ids, data_dir, top_k=ECCV_TOP_K
         )
-        out["num_queries"] = counts
+        out["num_queries"] = {d: int(per_query[d]["R@1"].size) for d in ("i2t", "t2i")}
         out["eccv_dir"] = str(data_dir) if data_dir is not None else None
         if ctx["positives"] is not None:
             # The package holds the ground truth; the manifest's extra positives are counted for the record.
             positives = read_positives(ctx["positives"])
             inside = positives["text_id"].isin(set(items.text_ids)) & positives["image_id"].isin(set(items.image_ids))
             out["num_extra_positives"] = int(inside.sum())
-    out["metrics"] = [
-        metric_row(ctx["row_dataset"], direction, name, scores[direction][name])
-        for direction in ("i2t", "t2i")
-        for name in ECCV_METRICS
-    ]
+    out["metrics"] = _eccv_rows(ctx, scores, per_query)
     return out
 
 
@@ -227,7 +248,8 @@ def _run_image_retrieval(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: d
         rows = _split_rows(images, ctx["split"], path, "image")
         emb = encode_images(model, ctx["dataset_root"], rows["path"].tolist(), desc=f"{ctx['split']} images",
                              **encode)
-        r1 = leave_one_out_r1(emb.to(ctx["device"]), rows["identity"].tolist())
+        hits = leave_one_out_hits(emb.to(ctx["device"]), rows["identity"].tolist())
+        queries = "images"
         out = {"mode": mode, "num_images": len(rows), "num_classes": int(rows["identity"].nunique())}
     else:
         query = _split_rows(images, "query", path, "image")
@@ -235,12 +257,16 @@ def _run_image_retrieval(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: d
         query_emb = encode_images(model, ctx["dataset_root"], query["path"].tolist(), desc="query images", **encode)
         gallery_emb = encode_images(model, ctx["dataset_root"], gallery["path"].tolist(), desc="gallery images",
                                      **encode)
-        r1 = query_gallery_r1(query_emb.to(ctx["device"]), query["identity"].tolist(),
-                              gallery_emb.to(ctx["device"]), gallery["identity"].tolist())
+        hits = query_gallery_hits(query_emb.to(ctx["device"]), query["identity"].tolist(),
+                                  gallery_emb.to(ctx["device"]), gallery["identity"].tolist())
+        queries = "queries"
         out = {"mode": mode, "splits": ["query", "gallery"], "num_queries": len(query), "num_gallery": len(gallery),
                "num_classes": int(pd.concat([query["identity"], gallery["identity"]]).nunique())}
     out["head"] = head
-    out["metrics"] = [metric_row(ctx["row_dataset"], "i2i", "R@1", r1)]
+    # leave_one_out_r1 / query_gallery_r1: the hits' share.
+    row = metric_row(ctx["row_dataset"], "i2i", "R@1", 100.0 * int(hits.sum()) / hits.size)
+    replicates = ctx["bootstrap"].means(queries, {"R@1": 100.0 * hits})
+    out["metrics"] = attach_intervals([row], {(row["dataset"], "i2i", "R@1", ""): replicates["R@1"]})
     return out
 
 
@@ -260,7 +286,7 @@ def _run_sts(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any
         "pairs": str(path),
         "num_pairs": len(pairs),
         "pairs_per_task": {str(k): int(v) for k, v in pairs["task"].value_counts().sort_index().items()},
-        "metrics": sts_table(pairs, emb1, emb2),
+        "metrics": sts_table(pairs, emb1, emb2, bootstrap=ctx["bootstrap"]),
     }
 
 
@@ -295,13 +321,33 @@ def _reference_bank(ckpt: Mapping[str, Any], ctx: Mapping[str, Any], dim: int) -
     return bank.float()
 
 
+def _image_text_ranks(image_emb: Tensor, text_emb: Tensor, relevant: np.ndarray
+                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`~softref.evaluate.retrieval.image_text_metrics`'s numbers (the same floats) and the
+    first relevant item's rank of every image (i2t) and caption (t2i), from one ranking pass."""
+    scores = image_emb.float() @ text_emb.float().T
+    relevant_t = torch.as_tensor(np.asarray(relevant, dtype=bool))
+    ranks = dict(zip(("i2t", "t2i"), first_relevant_ranks_both_ways(scores, relevant_t)))
+    found: dict[str, Any] = {d: {f"R@{k}": v for k, v in recall_from_ranks(ranks[d], KS).items()}
+                             for d in ("i2t", "t2i")}
+    found["rsum"] = float(sum(found["i2t"].values()) + sum(found["t2i"].values()))
+    return found, ranks
+
+
 def _run_image_text(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     items, image_emb, text_emb = _encoded_split(model, ctx)
-    found = image_text_metrics(image_emb.to(ctx["device"]), text_emb.to(ctx["device"]), items.relevant())
-    rows = [metric_row(ctx["row_dataset"], d, f"R@{k}", found[d][f"R@{k}"]) for d in ("i2t", "t2i") for k in KS]
-    rows.append(metric_row(ctx["row_dataset"], "both", "RSUM", found["rsum"]))
+    found, ranks = _image_text_ranks(image_emb.to(ctx["device"]), text_emb.to(ctx["device"]), items.relevant())
+    dataset = ctx["row_dataset"]
+    rows = [metric_row(dataset, d, f"R@{k}", found[d][f"R@{k}"]) for d in ("i2t", "t2i") for k in KS]
+    rows.append(metric_row(dataset, "both", "RSUM", found["rsum"]))
+    boot = ctx["bootstrap"]
+    replicates = {d: boot.means(name, {f"R@{k}": 100.0 * (ranks[d] < k) for k in KS})
+                  for d, name in (("i2t", "images"), ("t2i", "captions"))}
+    stats = {(dataset, d, f"R@{k}", ""): replicates[d][f"R@{k}"] for d in ("i2t", "t2i") for k in KS}
+    stats[(dataset, "both", "RSUM", "")] = sum(replicates[d][f"R@{k}"] for d in ("i2t", "t2i") for k in KS)
     # Table 1's top-level keys (i2t, t2i, rsum) beside the metric rows every protocol has.
-    return {"num_images": items.num_images, "num_texts": items.num_texts, **found, "metrics": rows}
+    return {"num_images": items.num_images, "num_texts": items.num_texts, **found,
+            "metrics": attach_intervals(rows, stats)}
 
 
 def _run_person(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -313,6 +359,7 @@ def _run_person(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, 
     rows = person_scores(
         text_emb.to(device), text_labels, image_emb.to(device), image_labels,
         references=None if bank is None else bank.to(device), refine=refine, dataset=ctx["row_dataset"],
+        bootstrap=ctx["bootstrap"],
     )
     return {
         "num_queries": items.num_texts,
@@ -329,7 +376,15 @@ def _run_zero_shot(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[st
     items, image_emb, text_emb = _encoded_split(model, ctx)
     image_labels, text_labels = _split_labels(items, ctx)
     device = ctx["device"]
-    scores = zero_shot_scores(image_emb.to(device), image_labels, text_emb.to(device), text_labels, k=k)
+    scores, per_query = zero_shot_scores_per_query(image_emb.to(device), image_labels, text_emb.to(device),
+                                                   text_labels, k=k)
+    dataset = ctx["row_dataset"]
+    rows = [metric_row(dataset, "t2i", f"AP@{k}", scores["t2i"][f"P@{k}"]),
+            metric_row(dataset, "i2t", "top-1", scores["i2t"]["top-1"])]
+    # Classes query the images (t2i), images the classes (i2t): two query sets.
+    classes = ctx["bootstrap"].means("classes", {"P": per_query["t2i"][f"P@{k}"]})
+    images = ctx["bootstrap"].means("images", {"top-1": per_query["i2t"]["top-1"]})
+    stats = {(dataset, "t2i", f"AP@{k}", ""): classes["P"], (dataset, "i2t", "top-1", ""): images["top-1"]}
     return {
         "k": k,
         "num_images": items.num_images,
@@ -339,10 +394,7 @@ def _run_zero_shot(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[st
         # i.e. precision at 50; the table follows them. The average precision over the top k is
         # kept beside it for anyone who wants the textbook measure.
         "t2i_average_precision_at_k": scores["t2i"][f"AP@{k}"],
-        "metrics": [
-            metric_row(ctx["row_dataset"], "t2i", f"AP@{k}", scores["t2i"][f"P@{k}"]),
-            metric_row(ctx["row_dataset"], "i2t", "top-1", scores["i2t"]["top-1"]),
-        ],
+        "metrics": attach_intervals(rows, stats),
     }
 
 
@@ -421,6 +473,8 @@ def evaluate_benchmark(
     device: str | torch.device | None = None,
     num_workers: int = 0,
     uni_features: str = "encoder",
+    bootstrap_resamples: int = RESAMPLES,
+    bootstrap_seed: int = SEED,
 ) -> dict[str, Any]:
     """Evaluate a trained student on one benchmark; returns the evaluation JSON (module docstring).
 
@@ -444,6 +498,9 @@ def evaluate_benchmark(
         uni_features: image-retrieval and sts: what students trained without USA are scored
             with (:func:`unimodal_head`); the JSON names the head used.
         device: None picks CUDA when available, else the CPU.
+        bootstrap_resamples, bootstrap_seed: the bootstrap over queries that gives every metric
+            row its ``ci_low`` / ``ci_high`` (:mod:`softref.evaluate.intervals`; recorded in the
+            JSON's ``bootstrap``; training-cost has no queries and no intervals).
 
     Raises:
         ValueError: unknown protocol or option, an empty split, and the protocols' own checks.
@@ -459,6 +516,7 @@ def evaluate_benchmark(
         "train_log": checkpoint.parent / "train_log.csv" if train_log is None else Path(train_log),
         "batch_size": int(batch_size), "device": default_device(device), "num_workers": int(num_workers),
         "row_dataset": paper_dataset if paper_dataset else benchmark, "uni_features": uni_features,
+        "bootstrap": Bootstrap(bootstrap_resamples, bootstrap_seed),
     }
     logger.info("evaluating %s on %s (%s, split %r)", checkpoint, benchmark, protocol, split)
     if protocol == "training-cost":  # the run's own record: no model to load
@@ -467,10 +525,17 @@ def evaluate_benchmark(
     else:
         model, ckpt = load_student(checkpoint, ctx["device"])
         found = _RUNNERS[protocol](model, ckpt, ctx)
+        check_intervals(found["metrics"], f"benchmark {benchmark!r} ({protocol})")
     result = _common_keys(ckpt, checkpoint, benchmark=benchmark, protocol=protocol, split=split, dataset=dataset,
                           paper_dataset=paper_dataset)
     result.update(found)
-    for row in result["metrics"]:
-        logger.info("%s: %s %s %s%s = %.2f", benchmark, row["dataset"], row["direction"], row["metric"],
-                    f" ({row['variant']})" if row["variant"] else "", row["value"])
+    result["bootstrap"] = None if protocol == "training-cost" else ctx["bootstrap"].record()
+    _log_rows(benchmark, result["metrics"])
     return result
+
+
+def _log_rows(benchmark: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    for row in rows:
+        interval = f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]" if "ci_low" in row else ""
+        logger.info("%s: %s %s %s%s = %.2f%s", benchmark, row["dataset"], row["direction"], row["metric"],
+                    f" ({row['variant']})" if row["variant"] else "", row["value"], interval)

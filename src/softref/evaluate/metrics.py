@@ -30,11 +30,17 @@ items (the metrics that stop at K or R only those below K or R). Two exact ways 
 
 :func:`cmc_map_minp` ranks all hits, so it sorts the rows of queries with more than
 ``_SORT_SLOTS`` hits, where counting would cost more than the sort.
+
+Per-query values: :func:`first_relevant_ranks` (and ``_both_ways``), whose share below K is
+Recall@K (:func:`recall_from_ranks`), :func:`map_r_precision_r1_per_query` (and ``_both_ways``)
+and :func:`cmc_map_minp_per_query` return, per query, what the means above are made of, from the
+same passes; their mean is the metric (to rounding). :mod:`softref.evaluate.intervals` resamples
+them for confidence intervals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +56,13 @@ __all__ = [
     "map_r_precision_r1",
     "map_r_precision_r1_both_ways",
     "cmc_map_minp",
+    "QueryValues",
+    "first_relevant_ranks",
+    "first_relevant_ranks_both_ways",
+    "recall_from_ranks",
+    "map_r_precision_r1_per_query",
+    "map_r_precision_r1_per_query_both_ways",
+    "cmc_map_minp_per_query",
 ]
 
 # Elements of one (queries x gallery) block: bounds the temporaries to ~32 MB each.
@@ -534,8 +547,8 @@ def _recall_hits(ranks: Tensor, ks: Sequence[int]) -> np.ndarray:
     return np.array([int(torch.count_nonzero(first < k)) for k in ks], dtype=np.int64)
 
 
-def _eccv_sums(ranks: Tensor, num_relevant: Tensor) -> np.ndarray:
-    """Sums over queries of AP@R, R-Precision and R@1 (fractions).
+def _eccv_values(ranks: Tensor, num_relevant: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per query: AP@R and R-Precision (float64 fractions) and whether the top item is relevant.
 
     With r_1 < r_2 < ... the 0-based ranks of a query's R relevant items:
     AP@R = (1/R) sum_{m: r_m < R} m / (r_m + 1); R-P = #{m: r_m < R} / R; R@1 = [r_1 = 0].
@@ -546,10 +559,19 @@ def _eccv_sums(ranks: Tensor, num_relevant: Tensor) -> np.ndarray:
     precision = torch.where(within, found / (ranks.to(torch.float64) + 1), 0.0)
     average_precision = precision.sum(dim=1) / r.squeeze(1)
     r_precision_ = within.to(torch.float64).sum(dim=1) / r.squeeze(1)
+    return average_precision, r_precision_, ranks[:, 0] == 0
+
+
+def _eccv_sums(ranks: Tensor, num_relevant: Tensor) -> np.ndarray:
+    """Sums over queries of AP@R, R-Precision and R@1 (fractions; see :func:`_eccv_values`)."""
+    return _eccv_sums_of(*_eccv_values(ranks, num_relevant))
+
+
+def _eccv_sums_of(average_precision: Tensor, r_precision_: Tensor, top_relevant: Tensor) -> np.ndarray:
     return np.array([
         float(average_precision.sum()),
         float(r_precision_.sum()),
-        float(torch.count_nonzero(ranks[:, 0] == 0)),
+        float(torch.count_nonzero(top_relevant)),
     ])
 
 
@@ -557,10 +579,15 @@ def _per_axis_caps(rel: _Relevance, axis: str, device: torch.device) -> Tensor:
     return torch.from_numpy(_axis_counts(rel, axis)).to(device)
 
 
-def _top_metrics(rel: _Relevance, matrix: Tensor, axes: Sequence[str], kind: str, ks: tuple[int, ...],
-                 chunk_size: int | None) -> dict[str, np.ndarray]:
-    """Recall@K hits (``kind="recall"``) or the ECCV sums (``"eccv"``) of each axis, in one pass
-    where the ranks are counted."""
+def _rank_blocks(rel: _Relevance, matrix: Tensor, axes: Sequence[str], kind: str, ks: tuple[int, ...],
+                 chunk_size: int | None) -> dict[str, Iterable[tuple[Tensor | None, Tensor]]]:
+    """Per axis, blocks ``(queries, ranks)``: the sorted ranks of the relevant items of each query
+    that Recall@K (``kind="recall"``: the best-ranked one, below ``max(ks)`` in top lists) or the
+    ECCV metrics (``"eccv"``: every one below R) need, padded with a rank no item has.
+
+    ``queries`` None stands for every query of the axis in order (the counting pass, which ranks
+    all counted axes at once); top-k lists come in blocks of queries, computed when iterated.
+    """
     counted: list[str] = []
     width: dict[str, int] = {}
     for axis in axes:
@@ -569,17 +596,28 @@ def _top_metrics(rel: _Relevance, matrix: Tensor, axes: Sequence[str], kind: str
             counted.append(axis)
             width[axis] = 1 if kind == "recall" else most
     ranks = _counted_ranks(rel, matrix, counted, width, chunk_size) if counted else {}
+    out: dict[str, Iterable[tuple[Tensor | None, Tensor]]] = {}
+    for axis in axes:
+        if axis in ranks:
+            out[axis] = [(None, ranks[axis])]
+            continue
+        counts = _per_axis_caps(rel, axis, matrix.device)
+        length = rel.num_cols if axis == _ROW else rel.num_rows
+        caps = torch.full_like(counts, min(max(ks), length)) if kind == "recall" else counts
+        out[axis] = _topk_blocks(rel, matrix, axis, caps, chunk_size)
+    return out
+
+
+def _top_metrics(rel: _Relevance, matrix: Tensor, axes: Sequence[str], kind: str, ks: tuple[int, ...],
+                 chunk_size: int | None) -> dict[str, np.ndarray]:
+    """Recall@K hits (``kind="recall"``) or the ECCV sums (``"eccv"``) of each axis, in one pass
+    where the ranks are counted."""
+    blocks = _rank_blocks(rel, matrix, axes, kind, ks, chunk_size)
     out = {}
     for axis in axes:
         counts = _per_axis_caps(rel, axis, matrix.device)
-        length = rel.num_cols if axis == _ROW else rel.num_rows
         total = np.zeros(len(ks) if kind == "recall" else 3)
-        if axis in ranks:
-            blocks = [(None, ranks[axis])]
-        else:
-            caps = torch.full_like(counts, min(max(ks), length)) if kind == "recall" else counts
-            blocks = _topk_blocks(rel, matrix, axis, caps, chunk_size)
-        for queries, block in blocks:
+        for queries, block in blocks[axis]:
             if kind == "recall":
                 total = total + _recall_hits(block, ks)
             else:
@@ -816,8 +854,8 @@ def _label_pairs(query_codes: Tensor, gallery_codes: Tensor, queries: Tensor) ->
     return owner, order[torch.repeat_interleave(first, counts) + offset]
 
 
-def _cmc_sums(ranks: Tensor, num_relevant: Tensor, cutoffs: Sequence[int]) -> tuple[np.ndarray, float, float]:
-    """CMC hits at each cut-off, and the sums of AP and INP, from all sorted ranks of each query.
+def _cmc_values(ranks: Tensor, num_relevant: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per query, from all its hits' sorted ranks: the first hit's rank, AP and INP (fractions).
 
     AP = (1/P) sum_m m / (r_m + 1); INP = P / (r_P + 1), r_1 < ... < r_P the 0-based ranks.
     """
@@ -827,14 +865,47 @@ def _cmc_sums(ranks: Tensor, num_relevant: Tensor, cutoffs: Sequence[int]) -> tu
     average_precision = precision.sum(dim=1) / num_relevant
     last = ranks.gather(1, (num_relevant - 1).unsqueeze(1)).squeeze(1)
     inverse_precision = num_relevant.to(torch.float64) / (last.to(torch.float64) + 1)
-    hits = np.array([int(torch.count_nonzero(ranks[:, 0] < k)) for k in cutoffs], dtype=np.int64)
+    return ranks[:, 0], average_precision, inverse_precision
+
+
+def _cmc_sums(first: Tensor, average_precision: Tensor, inverse_precision: Tensor, cutoffs: Sequence[int]
+              ) -> tuple[np.ndarray, float, float]:
+    """CMC hits at each cut-off, and the sums of AP and INP, from :func:`_cmc_values`."""
+    hits = np.array([int(torch.count_nonzero(first < k)) for k in cutoffs], dtype=np.int64)
     return hits, float(average_precision.sum()), float(inverse_precision.sum())
 
 
+def _cmc_totals(blocks: Iterable[tuple[Any, Tensor, Tensor, Tensor]], num_queries: int, num_gallery: int,
+                max_rank: int) -> dict[str, float]:
+    """:func:`cmc_map_minp`'s result from blocks ``(queries, first rank, AP, INP)`` of its queries."""
+    curve_length = min(max_rank, num_gallery)
+    cutoffs = [min(k, curve_length) for k in (1, 5, 10) if k <= max_rank]
+    hits = np.zeros(len(cutoffs), dtype=np.int64)
+    ap_total, inp_total = 0.0, 0.0
+    for _, first, ap, inp in blocks:
+        block_hits, ap_sum, inp_sum = _cmc_sums(first, ap, inp, cutoffs)
+        hits += block_hits
+        ap_total += ap_sum
+        inp_total += inp_sum
+
+    cmc = 100.0 * hits / num_queries
+    result: dict[str, float] = {}
+    index = 0
+    for k in (1, 5, 10):
+        if k <= max_rank:
+            # Beyond the gallery size every query has found all of its hits.
+            result[f"R@{k}"] = float(cmc[index])
+            index += 1
+    result["mAP"] = 100.0 * ap_total / num_queries
+    result["mINP"] = 100.0 * inp_total / num_queries
+    return result
+
+
 def _cmc_blocks(matrix: Tensor, transposed: bool, query_codes: Tensor, gallery_codes: Tensor, counts: np.ndarray,
-                cutoffs: list[int], chunk_size: int | None) -> Iterator[tuple[np.ndarray, float, float]]:
-    """(CMC hits per cut-off, AP sum, INP sum) of groups of queries: those with few hits by counting
-    their hits' ranks, the others by a stable sort of their rows."""
+                chunk_size: int | None) -> Iterator[tuple[np.ndarray, Tensor, Tensor]]:
+    """``(queries, ranks, hits)`` of groups of queries: the sorted ranks of all hits of each query
+    (padded) and their number; queries with few hits by counting their hits' ranks, the others by
+    a stable sort of their rows."""
     device = matrix.device
     axis = _COL if transposed else _ROW
     num_gallery = int(gallery_codes.shape[0])
@@ -846,7 +917,7 @@ def _cmc_blocks(matrix: Tensor, transposed: bool, query_codes: Tensor, gallery_c
         width = int(counts[counted].max())
         ranks = _counted_ranks(rel, matrix, (axis,), {axis: width}, chunk_size)[axis]
         chosen = torch.from_numpy(counted).to(device)
-        yield _cmc_sums(ranks[chosen], torch.from_numpy(counts[counted]).to(device), cutoffs)
+        yield counted, ranks[chosen], torch.from_numpy(counts[counted]).to(device)
     sorted_queries = np.flatnonzero(counts > _SORT_SLOTS)
     if sorted_queries.size:
         gallery_on_device = gallery_codes.to(device)
@@ -857,7 +928,22 @@ def _cmc_blocks(matrix: Tensor, transposed: bool, query_codes: Tensor, gallery_c
             order = torch.sort(lines, dim=1, descending=True, stable=True).indices
             flags = query_codes.to(device)[chosen].unsqueeze(1) == gallery_on_device[order]
             ranks = _ranks_from_flags(flags, num_gallery)
-            yield _cmc_sums(ranks, torch.from_numpy(counts[chosen.cpu().numpy()]).to(device), cutoffs)
+            queries = chosen.cpu().numpy()
+            yield queries, ranks, torch.from_numpy(counts[queries]).to(device)
+
+
+def _cmc_inputs(scores: Any, query_labels: Any, gallery_labels: Any, chunk_size: int | None
+                ) -> tuple[Tensor, bool, Tensor, Tensor, np.ndarray, int | None]:
+    """The checked inputs of the person metrics: ``(matrix, transposed, query codes, gallery codes,
+    hits per query, chunk_size)``."""
+    num_queries, num_gallery = _check_scores(scores)
+    if chunk_size is not None:
+        chunk_size = _resolve_chunk_size(chunk_size, 1)
+    query_codes, gallery_codes = _label_codes(query_labels, gallery_labels, num_queries, num_gallery)
+    counts = np.bincount(gallery_codes.numpy(), minlength=int(query_codes.max()) + 1)[query_codes.numpy()]
+    _require_relevant(counts)
+    matrix, transposed = _layout(scores)
+    return matrix, transposed, query_codes, gallery_codes, counts, chunk_size
 
 
 def cmc_map_minp(
@@ -899,32 +985,194 @@ def cmc_map_minp(
     num_queries, num_gallery = _check_scores(scores)
     if max_rank < 1:
         raise ValueError(f"max_rank: expected a positive integer, found {max_rank}")
-    if chunk_size is not None:
-        chunk_size = _resolve_chunk_size(chunk_size, 1)
-    query_codes, gallery_codes = _label_codes(query_labels, gallery_labels, num_queries, num_gallery)
-    counts = np.bincount(gallery_codes.numpy(), minlength=int(query_codes.max()) + 1)[query_codes.numpy()]
-    _require_relevant(counts)
+    matrix, transposed, query_codes, gallery_codes, counts, chunk_size = _cmc_inputs(
+        scores, query_labels, gallery_labels, chunk_size)
+    blocks = _cmc_blocks(matrix, transposed, query_codes, gallery_codes, counts, chunk_size)
+    return _cmc_totals(((q, *_cmc_values(ranks, hits)) for q, ranks, hits in blocks), num_queries, num_gallery,
+                       max_rank)
 
-    matrix, transposed = _layout(scores)
-    curve_length = min(max_rank, num_gallery)
-    cutoffs = [min(k, curve_length) for k in (1, 5, 10) if k <= max_rank]
-    hits = np.zeros(len(cutoffs), dtype=np.int64)
-    ap_total, inp_total = 0.0, 0.0
 
-    for block_hits, ap, inp in _cmc_blocks(matrix, transposed, query_codes, gallery_codes, counts, cutoffs,
-                                           chunk_size):
-        hits += block_hits
-        ap_total += ap
-        inp_total += inp
+# ---------------------------------------------------------------------------------------------
+# Per-query values (what the means above are made of; softref.evaluate.intervals resamples them)
+# ---------------------------------------------------------------------------------------------
 
-    cmc = 100.0 * hits / num_queries
-    result: dict[str, float] = {}
-    index = 0
-    for k in (1, 5, 10):
-        if k <= max_rank:
-            # Beyond the gallery size every query has found all of its hits.
-            result[f"R@{k}"] = float(cmc[index])
-            index += 1
-    result["mAP"] = 100.0 * ap_total / num_queries
-    result["mINP"] = 100.0 * inp_total / num_queries
-    return result
+
+@dataclass(frozen=True)
+class QueryValues:
+    """A metric function's numbers and the per-query values they average.
+
+    ``means``: the metric function's result, bit for bit (the same sums in the same order);
+    ``per_query``: (Q,) arrays whose mean is ``means`` under the same key, to rounding (plus the
+    first hit's ``"rank"`` for the person metrics, whose CMC is the share of ranks below K).
+    """
+
+    means: dict[str, float]
+    per_query: dict[str, np.ndarray]
+
+
+def _gather(parts: Iterable[tuple[Tensor | np.ndarray | None, Sequence[Tensor]]], num_queries: int
+            ) -> list[np.ndarray]:
+    """Per-query arrays from ``(queries, values)`` parts: ``values`` are tensors over the part's
+    queries (``queries`` None: every query, in order), written at the queries' positions."""
+    out: list[np.ndarray] | None = None
+    for queries, values in parts:
+        found = [t.cpu().numpy() for t in values]
+        if out is None:
+            out = [np.zeros(num_queries, dtype=f.dtype) for f in found]
+        where = slice(None) if queries is None else np.asarray(
+            queries.cpu() if isinstance(queries, Tensor) else queries)
+        for array, part in zip(out, found):
+            array[where] = part
+    assert out is not None
+    return out
+
+
+def _first_ranks(rel: _Relevance, matrix: Tensor, axes: Sequence[str], max_rank: int | None,
+                 chunk_size: int | None) -> list[np.ndarray]:
+    if rel.rows is None and max_rank is None:
+        raise ValueError(
+            "relevant: a dense relevance with more relevant pairs than can be listed "
+            f"({_PAIR_LIMIT}) is ranked from top lists: give max_rank (the largest K needed)"
+        )
+    cap = (max_rank,) if max_rank is not None else (1,)
+    blocks = _rank_blocks(rel, matrix, axes, "recall", cap, chunk_size)
+    out = []
+    for axis in axes:
+        (first,) = _gather(((q, (ranks[:, 0],)) for q, ranks in blocks[axis]), _axis_size(rel, axis))
+        out.append(first.astype(np.int64) if max_rank is None else np.minimum(first, max_rank).astype(np.int64))
+    return out
+
+
+def first_relevant_ranks(scores: Any, relevant: Any, *, max_rank: int | None = None,
+                         chunk_size: int | None = None) -> np.ndarray:
+    """Per query, r(q): the 0-based rank of its best-ranked relevant item (module docstring).
+
+    ``R@K = 100 * mean(r < K)``: :func:`recall_from_ranks` gives :func:`recall_at_k`'s numbers
+    from these, bit for bit. The ranks come from the pass :func:`recall_at_k` makes (no sort).
+
+    Args:
+        scores: (Q, G) similarity scores, higher is better.
+        relevant: (Q, G) bool, or the relevant pairs ``(query_index, gallery_index)``.
+        max_rank: None: exact ranks. A number: ranks at or above it are given as ``max_rank``
+            (enough for every K <= max_rank); required for a dense relevance with more relevant
+            pairs than can be listed, which is then ranked from top lists of ``max_rank`` items.
+        chunk_size: score rows processed at once; None picks one from G.
+
+    Returns:
+        (Q,) int64.
+
+    Example:
+        >>> import numpy as np
+        >>> first_relevant_ranks(np.array([[0.9, 0.1, 0.5], [0.8, 0.2, 0.3]]), np.eye(2, 3, dtype=bool)).tolist()
+        [0, 2]
+    """
+    matrix, rel, axis = _one_way(scores, relevant)
+    max_rank = None if max_rank is None else _check_ks((max_rank,))[0]
+    chunk_size = None if chunk_size is None else _resolve_chunk_size(chunk_size, 1)
+    return _first_ranks(rel, matrix, (axis,), max_rank, chunk_size)[0]
+
+
+def first_relevant_ranks_both_ways(scores: Any, relevant: Any, *, max_rank: int | None = None,
+                                   chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`first_relevant_ranks` of the rows ranking the columns and of the columns ranking the
+    rows, from one pass: ``(first_relevant_ranks(scores, relevant), first_relevant_ranks(scores.T,
+    relevant.T))`` (image-to-text and text-to-image from ``scores = images @ texts.T``).
+
+    Example:
+        >>> import numpy as np
+        >>> scores = np.array([[0.9, 0.1, 0.4], [0.8, 0.2, 0.3]])
+        >>> [r.tolist() for r in first_relevant_ranks_both_ways(scores, (np.array([0, 1, 1]), np.array([0, 1, 2])))]
+        [[0, 1], [0, 0, 1]]
+    """
+    matrix, rel, axes = _both_ways(scores, relevant)
+    max_rank = None if max_rank is None else _check_ks((max_rank,))[0]
+    chunk_size = None if chunk_size is None else _resolve_chunk_size(chunk_size, 1)
+    first, second = _first_ranks(rel, matrix, axes, max_rank, chunk_size)
+    return first, second
+
+
+def recall_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """Recall@K in percent from :func:`first_relevant_ranks`: ``100 * #{q : r(q) < K} / Q``, the
+    same floats as :func:`recall_at_k` (for K up to the ``max_rank`` the ranks were clipped at).
+
+    Example:
+        >>> import numpy as np
+        >>> recall_from_ranks(np.array([0, 2, 5, 1]), ks=(1, 3))
+        {1: 25.0, 3: 75.0}
+    """
+    ks = _check_ks(ks)
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 1 or ranks.size == 0:
+        raise ValueError(f"ranks: expected a non-empty 1-D array, found shape {ranks.shape}")
+    hits = np.array([int(np.count_nonzero(ranks < k)) for k in ks], dtype=np.int64)
+    return _recall_result(hits, ks, int(ranks.size))
+
+
+def _eccv_per_query(rel: _Relevance, matrix: Tensor, axes: Sequence[str], chunk_size: int | None
+                    ) -> list[QueryValues]:
+    blocks = _rank_blocks(rel, matrix, axes, "eccv", (), chunk_size)
+    out = []
+    for axis in axes:
+        counts = _per_axis_caps(rel, axis, matrix.device)
+        total = np.zeros(3)
+        parts = []
+        # The sums block by block, as _top_metrics adds them: the means are its numbers.
+        for queries, block in blocks[axis]:
+            values = _eccv_values(block, counts if queries is None else counts[queries])
+            total = total + _eccv_sums_of(*values)
+            parts.append((queries, values))
+        ap, rp, top = _gather(parts, _axis_size(rel, axis))
+        per_query = {"mAP@R": 100.0 * ap, "R-P": 100.0 * rp, "R@1": 100.0 * top.astype(np.float64)}
+        out.append(QueryValues(_eccv_result(total, _axis_size(rel, axis)), per_query))
+    return out
+
+
+def map_r_precision_r1_per_query(scores: Any, relevant: Any, *, chunk_size: int | None = None) -> QueryValues:
+    """:func:`map_r_precision_r1`'s numbers (``means``) and, per query, in percent, what they
+    average (``per_query``): AP@R, R-P and R@1 (100 when the top item is relevant, else 0), under
+    the keys of the means (``"mAP@R"``, ``"R-P"``, ``"R@1"``), from one pass.
+
+    Example:
+        >>> import numpy as np
+        >>> out = map_r_precision_r1_per_query(np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.3]]),
+        ...                                    np.array([[True, False, True], [False, False, True]]))
+        >>> out.per_query["mAP@R"].tolist(), out.per_query["R@1"].tolist(), out.means["mAP@R"]
+        ([50.0, 100.0], [100.0, 100.0], 75.0)
+    """
+    matrix, rel, axis = _one_way(scores, relevant)
+    chunk_size = None if chunk_size is None else _resolve_chunk_size(chunk_size, 1)
+    return _eccv_per_query(rel, matrix, (axis,), chunk_size)[0]
+
+
+def map_r_precision_r1_per_query_both_ways(scores: Any, relevant: Any, *, chunk_size: int | None = None
+                                           ) -> tuple[QueryValues, QueryValues]:
+    """:func:`map_r_precision_r1_per_query` of the rows ranking the columns and of the columns
+    ranking the rows, from one pass (means: :func:`map_r_precision_r1_both_ways`'s numbers)."""
+    matrix, rel, axes = _both_ways(scores, relevant)
+    chunk_size = None if chunk_size is None else _resolve_chunk_size(chunk_size, 1)
+    first, second = _eccv_per_query(rel, matrix, axes, chunk_size)
+    return first, second
+
+
+def cmc_map_minp_per_query(scores: Any, query_labels: Any, gallery_labels: Any, max_rank: int = 10, *,
+                           chunk_size: int | None = None) -> QueryValues:
+    """:func:`cmc_map_minp`'s numbers (``means``) and what they average, per query (``per_query``):
+    ``"rank"``, the 0-based rank r_1 of the first hit (int64; CMC@K = 100 * mean(rank < K)), and AP
+    and INP in percent under the keys of their means, ``"mAP"`` and ``"mINP"``; same passes.
+
+    Example:
+        >>> import numpy as np
+        >>> out = cmc_map_minp_per_query(np.array([[0.2, 0.9, 0.5]]), ["a"], ["a", "b", "a"], max_rank=3)
+        >>> out.per_query["rank"].tolist(), out.per_query["mAP"].round(2).tolist(), round(out.means["mINP"], 2)
+        ([1], [58.33], 66.67)
+    """
+    num_queries, num_gallery = _check_scores(scores)
+    if max_rank < 1:
+        raise ValueError(f"max_rank: expected a positive integer, found {max_rank}")
+    matrix, transposed, query_codes, gallery_codes, counts, chunk_size = _cmc_inputs(
+        scores, query_labels, gallery_labels, chunk_size)
+    blocks = [(q, *_cmc_values(ranks, hits))
+              for q, ranks, hits in _cmc_blocks(matrix, transposed, query_codes, gallery_codes, counts, chunk_size)]
+    means = _cmc_totals(blocks, num_queries, num_gallery, max_rank)
+    rank, ap, inp = _gather(((q, values) for q, *values in blocks), num_queries)
+    return QueryValues(means, {"rank": rank.astype(np.int64), "mAP": 100.0 * ap, "mINP": 100.0 * inp})

@@ -13,6 +13,11 @@ needs, and returns numbers in percent (STS: Spearman x 100):
   refinement;
 - :func:`zero_shot_scores`: Reed et al.'s zero-shot retrieval and classification (CUB, Flowers).
 
+For the intervals over queries (:mod:`softref.evaluate.intervals`) each protocol also gives its
+per-query values from the same pass: :func:`eccv_scores_per_query`, :func:`eccv_caption_per_query`,
+:func:`leave_one_out_hits`, :func:`query_gallery_hits`, :func:`zero_shot_scores_per_query`;
+:func:`sts_table` and :func:`person_scores` take a ``bootstrap`` and return rows with intervals.
+
 :mod:`softref.evaluate.benchmarks` encodes a benchmark with a student and calls these. Ties
 are broken toward the lower index everywhere, as in :mod:`softref.evaluate.metrics`.
 """
@@ -25,7 +30,8 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,15 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from softref.evaluate.metrics import CHUNK_ELEMENTS, cmc_map_minp, map_r_precision_r1_both_ways
+from softref.evaluate.intervals import Bootstrap, attach_intervals, row_key
+from softref.evaluate.metrics import (
+    CHUNK_ELEMENTS,
+    QueryValues,
+    cmc_map_minp_per_query,
+    map_r_precision_r1_both_ways,
+    map_r_precision_r1_per_query,
+    map_r_precision_r1_per_query_both_ways,
+)
 from softref.evaluate.refine import refine_scores
 from softref.runtime import progress_disabled
 
@@ -49,11 +63,16 @@ __all__ = [
     "eccv_scores",
     "eccv_caption_scores",
     "eccv_caption_scores_and_counts",
+    "eccv_caption_per_query",
+    "eccv_scores_per_query",
     "leave_one_out_r1",
+    "leave_one_out_hits",
     "query_gallery_r1",
+    "query_gallery_hits",
     "sts_spearman",
     "sts_table",
     "zero_shot_scores",
+    "zero_shot_scores_per_query",
     "person_scores",
     "refine_parameters",
 ]
@@ -154,6 +173,20 @@ def identity_relevance(image_identities: Sequence[Any], text_identities: Sequenc
     return image_codes[:, None] == text_codes[None, :]
 
 
+def _eccv_inputs(image_emb: Any, text_emb: Any, relevant_i2t: Any) -> tuple[Tensor, Tensor]:
+    """``(scores, relevance)`` of :func:`eccv_scores`: cosines (I, T) and the checked (I, T) bool."""
+    image = _unit(image_emb, "image_emb")
+    text = _unit(text_emb, "text_emb", image.device)
+    _same_dim(image, text, "image_emb", "text_emb")
+    relevant = torch.as_tensor(np.asarray(relevant_i2t, dtype=bool))
+    if tuple(relevant.shape) != (image.shape[0], text.shape[0]):
+        raise ValueError(
+            f"relevant_i2t: expected shape ({image.shape[0]}, {text.shape[0]}) (images x captions), "
+            f"found {tuple(relevant.shape)}"
+        )
+    return image @ text.T, relevant
+
+
 def eccv_scores(image_emb: Any, text_emb: Any, relevant_i2t: Any) -> dict[str, dict[str, float]]:
     """mAP@R, R-Precision and R@1 in both directions from a relevance matrix, in percent.
 
@@ -165,18 +198,18 @@ def eccv_scores(image_emb: Any, text_emb: Any, relevant_i2t: Any) -> dict[str, d
     Returns:
         ``{"i2t": {"mAP@R", "R-P", "R@1"}, "t2i": {...}}``.
     """
-    image = _unit(image_emb, "image_emb")
-    text = _unit(text_emb, "text_emb", image.device)
-    _same_dim(image, text, "image_emb", "text_emb")
-    relevant = torch.as_tensor(np.asarray(relevant_i2t, dtype=bool))
-    if tuple(relevant.shape) != (image.shape[0], text.shape[0]):
-        raise ValueError(
-            f"relevant_i2t: expected shape ({image.shape[0]}, {text.shape[0]}) (images x captions), "
-            f"found {tuple(relevant.shape)}"
-        )
-    scores = image @ text.T
+    scores, relevant = _eccv_inputs(image_emb, text_emb, relevant_i2t)
     # One pass ranks both directions (rows: i2t, columns: t2i): no second matrix, no sort.
     i2t, t2i = map_r_precision_r1_both_ways(scores, relevant)
+    return {"i2t": i2t, "t2i": t2i}
+
+
+def eccv_scores_per_query(image_emb: Any, text_emb: Any, relevant_i2t: Any) -> dict[str, QueryValues]:
+    """:func:`eccv_scores` with the per-query values: ``{"i2t": QueryValues, "t2i": QueryValues}``,
+    whose ``means`` are :func:`eccv_scores`'s numbers (bit for bit) and whose ``per_query`` hold
+    each image's (i2t) and caption's (t2i) AP@R, R-P and R@1 in percent; one ranking pass."""
+    scores, relevant = _eccv_inputs(image_emb, text_emb, relevant_i2t)
+    i2t, t2i = map_r_precision_r1_per_query_both_ways(scores, relevant)
     return {"i2t": i2t, "t2i": t2i}
 
 
@@ -233,27 +266,43 @@ def _ranked_lists(
 ) -> dict[int, list[int]]:
     """Per query row, the ids of its ``top`` best gallery items (stable sort: ties to the lower index)."""
     out: dict[int, list[int]] = {}
-    step = _chunk_rows(gallery.shape[0])
     ids = np.asarray(gallery_ids, dtype=np.int64)
-    for start in range(0, len(rows), step):
-        block = rows[start : start + step]
-        scores = queries[block] @ gallery.T
+    for block, scores in _score_blocks(queries, gallery, rows):
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top].cpu().numpy()
         for row, ranked in zip(block, order):
             out[row] = ids[ranked].tolist()
     return out
 
 
-def eccv_caption_scores_and_counts(
-    image_emb: Any,
-    text_emb: Any,
-    image_ids: Sequence[Any],
-    text_ids: Sequence[Any],
-    data_dir: Path | str | None = None,
-    *,
-    top_k: int = ECCV_TOP_K,
-) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
-    """:func:`eccv_caption_scores` plus the number of queries scored: ``(scores, {"i2t": n, "t2i": m})``."""
+def _score_blocks(queries: Tensor, gallery: Tensor, rows: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+    """``(rows, scores)`` per block of the query rows ``rows``: their cosines with the gallery.
+
+    The ranked lists and the per-query values both read these blocks, so both rank the very same
+    floats (a product of another shape may round differently and swap near ties).
+    """
+    step = _chunk_rows(gallery.shape[0])
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
+        yield block, queries[block] @ gallery.T
+
+
+@dataclass(frozen=True)
+class _EccvSide:
+    """One direction of an ECCV Caption evaluation: its queries (rows of ``queries``), in the ground
+    truth's order, and their positives (gallery ids, as the package reads them)."""
+
+    queries: Tensor
+    gallery: Tensor
+    rows: list[int]
+    positives: list[set[int]]
+    gallery_ids: list[int]
+
+
+def _eccv_caption_run(
+    image_emb: Any, text_emb: Any, image_ids: Sequence[Any], text_ids: Sequence[Any], data_dir: Path | str | None,
+    top_k: int,
+) -> tuple[dict[str, dict[str, float]], dict[str, _EccvSide]]:
+    """The package's numbers and, per direction, the queries it scored (see :func:`eccv_caption_scores`)."""
     image = _unit(image_emb, "image_emb")
     text = _unit(text_emb, "text_emb", image.device)
     _same_dim(image, text, "image_emb", "text_emb")
@@ -263,7 +312,7 @@ def eccv_caption_scores_and_counts(
     source = Path(data_dir) if data_dir is not None else _eccv_package_dir()
 
     retrieved: dict[str, dict[int, list[int]]] = {}
-    counts: dict[str, int] = {}
+    found: dict[str, _EccvSide] = {}
     sides = {
         "i2t": (image, text, image_int, text_int, "image", "caption"),
         "t2i": (text, image, text_int, image_int, "caption", "image"),
@@ -291,7 +340,7 @@ def eccv_caption_scores_and_counts(
         rows = [index[q] for q in truth]
         ranked = _ranked_lists(queries, gallery, rows, gallery_ids, top)
         retrieved[direction] = {query_ids[row]: ranked[row] for row in rows}
-        counts[direction] = len(rows)
+        found[direction] = _EccvSide(queries, gallery, rows, [set(v) for v in truth.values()], gallery_ids)
 
     # The package always draws a progress bar on stderr; keep it quiet where softref's are.
     quiet = contextlib.redirect_stderr(io.StringIO()) if progress_disabled(logger) else contextlib.nullcontext()
@@ -301,7 +350,87 @@ def eccv_caption_scores_and_counts(
     result = {
         direction: {names[key]: 100.0 * float(raw[key][direction]) for key in names} for direction in ("i2t", "t2i")
     }
-    return result, counts
+    return result, found
+
+
+def eccv_caption_scores_and_counts(
+    image_emb: Any,
+    text_emb: Any,
+    image_ids: Sequence[Any],
+    text_ids: Sequence[Any],
+    data_dir: Path | str | None = None,
+    *,
+    top_k: int = ECCV_TOP_K,
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """:func:`eccv_caption_scores` plus the number of queries scored: ``(scores, {"i2t": n, "t2i": m})``."""
+    result, sides = _eccv_caption_run(image_emb, text_emb, image_ids, text_ids, data_dir, top_k)
+    return result, {direction: len(side.rows) for direction, side in sides.items()}
+
+
+def _eccv_side_per_query(side: _EccvSide) -> QueryValues:
+    """softref's AP@R, R-P and R@1 per query of one ECCV Caption direction, on the package's relevance.
+
+    A positive that is not among the given gallery items (the ground truth may list one) still
+    counts in its query's R, as in the package: it is scored as an extra gallery column of -inf,
+    ranked after every real item, so it is never within the top R (R <= the gallery size).
+    """
+    position = {g: i for i, g in enumerate(side.gallery_ids)}
+    extra: dict[int, int] = {}
+    rows, cols = [], []
+    for query, positives in enumerate(side.positives):
+        for item in sorted(positives):
+            column = position.get(item)
+            if column is None:
+                column = len(position) + extra.setdefault(item, len(extra))
+            rows.append(query)
+            cols.append(column)
+    scores = torch.cat([block for _, block in _score_blocks(side.queries, side.gallery, side.rows)])
+    if extra:
+        padding = torch.full((scores.shape[0], len(extra)), -math.inf, dtype=scores.dtype, device=scores.device)
+        scores = torch.cat([scores, padding], dim=1)
+    return map_r_precision_r1_per_query(scores, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)))
+
+
+def eccv_caption_per_query(
+    image_emb: Any,
+    text_emb: Any,
+    image_ids: Sequence[Any],
+    text_ids: Sequence[Any],
+    data_dir: Path | str | None = None,
+    *,
+    top_k: int = ECCV_TOP_K,
+    tolerance: float = 1e-6,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
+    """:func:`eccv_caption_scores` (the package's numbers) and the per-query values behind them.
+
+    The package computes its means from its own top-k lists and keeps no per-query values, so
+    they are computed here with :func:`~softref.evaluate.metrics.map_r_precision_r1_per_query` on
+    the package's relevance (its ground truth's queries and positives; same cosines, same ties),
+    and their means must equal the package's numbers.
+
+    Returns:
+        ``(scores, per_query)``: ``per_query[direction][metric]`` holds the (n,) values in percent
+        of the ground truth's queries, in its order.
+
+    Raises:
+        ValueError: a mean differs from the package's number by more than ``tolerance`` (percent
+            points; the message names the direction and the metric), and :func:`eccv_caption_scores`'s
+            errors.
+    """
+    result, sides = _eccv_caption_run(image_emb, text_emb, image_ids, text_ids, data_dir, top_k)
+    per_query = {}
+    for direction, side in sides.items():
+        ours = _eccv_side_per_query(side)
+        for name, package in result[direction].items():
+            mean = float(np.mean(ours.per_query[name]))
+            if not abs(mean - package) <= tolerance:
+                raise ValueError(
+                    f"ECCV Caption {direction} {name}: the mean of softref's per-query values is {mean!r} but the "
+                    f"eccv_caption package gives {package!r} (expected equal within {tolerance}); the per-query "
+                    "values would not belong to the reported number"
+                )
+        per_query[direction] = ours.per_query
+    return result, per_query
 
 
 def eccv_caption_scores(
@@ -347,15 +476,16 @@ def eccv_caption_scores(
 # ---------------------------------------------------------------------------------------------
 
 
-def _nearest_r1(
+def _nearest_hits(
     queries: Tensor, query_codes: np.ndarray, gallery: Tensor, gallery_codes: np.ndarray, exclude_self: bool
-) -> tuple[int, int]:
-    """(hits, queries that have no gallery item of their label) of nearest-neighbour retrieval."""
+) -> tuple[np.ndarray, int]:
+    """(per query: is its nearest neighbour of its label, (Q,) bool; queries that have no gallery
+    item of their label) of nearest-neighbour retrieval."""
     g_codes = torch.from_numpy(gallery_codes).to(queries.device)
     q_codes = torch.from_numpy(query_codes).to(queries.device)
     num_queries = queries.shape[0]
     step = _chunk_rows(gallery.shape[0])
-    hits = 0
+    hits = np.zeros(num_queries, dtype=bool)
     for start in range(0, num_queries, step):
         stop = min(num_queries, start + step)
         scores = queries[start:stop] @ gallery.T
@@ -364,10 +494,25 @@ def _nearest_r1(
             scores[rows, rows + start] = -math.inf
         # argmax returns the first maximal index: ties go to the lower gallery index.
         nearest = scores.argmax(dim=1)
-        hits += int((g_codes[nearest] == q_codes[start:stop]).sum())
+        hits[start:stop] = (g_codes[nearest] == q_codes[start:stop]).cpu().numpy()
     available = np.bincount(gallery_codes, minlength=int(max(query_codes.max(), gallery_codes.max())) + 1)
     have = available[query_codes] - (1 if exclude_self else 0)
     return hits, int((have <= 0).sum())
+
+
+def leave_one_out_hits(emb: Any, labels: Sequence[Any]) -> np.ndarray:
+    """Per item, (N,) bool: is its nearest other item (cosine; ties to the lower index) of its label;
+    :func:`leave_one_out_r1` is their share in percent. A query whose label has no other item is a
+    miss (a warning says how many)."""
+    e = _unit(emb, "emb")
+    if e.shape[0] < 2:
+        raise ValueError(f"emb: leave-one-out needs at least 2 items, found {e.shape[0]}")
+    (codes,) = _codes(_labels(labels, e.shape[0], "labels"))
+    hits, alone = _nearest_hits(e, codes, e, codes, exclude_self=True)
+    if alone:
+        logger.warning("leave-one-out R@1: %d of %d queries are the only item of their label (counted as misses)",
+                       alone, e.shape[0])
+    return hits
 
 
 def leave_one_out_r1(emb: Any, labels: Sequence[Any]) -> float:
@@ -375,30 +520,22 @@ def leave_one_out_r1(emb: Any, labels: Sequence[Any]) -> float:
 
     A hit is a nearest neighbour (cosine; ties to the lower index) with the query's label. A
     query whose label has no other item cannot hit and counts as a miss (a warning says how
-    many), as in the metric-learning evaluation CUSA follows.
+    many), as in the metric-learning evaluation CUSA follows. Per query: :func:`leave_one_out_hits`.
 
     Example:
         >>> import numpy as np
         >>> leave_one_out_r1(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), ["a", "a", "b"])
         66.66666666666667
     """
-    e = _unit(emb, "emb")
-    if e.shape[0] < 2:
-        raise ValueError(f"emb: leave-one-out needs at least 2 items, found {e.shape[0]}")
-    (codes,) = _codes(_labels(labels, e.shape[0], "labels"))
-    hits, alone = _nearest_r1(e, codes, e, codes, exclude_self=True)
-    if alone:
-        logger.warning("leave-one-out R@1: %d of %d queries are the only item of their label (counted as misses)",
-                       alone, e.shape[0])
-    return 100.0 * hits / e.shape[0]
+    hits = leave_one_out_hits(emb, labels)
+    return 100.0 * int(hits.sum()) / hits.size
 
 
-def query_gallery_r1(
+def query_gallery_hits(
     query_emb: Any, query_labels: Sequence[Any], gallery_emb: Any, gallery_labels: Sequence[Any]
-) -> float:
-    """R@1 in percent of queries against a separate gallery (In-Shop): the nearest gallery item
-    (cosine; ties to the lower index) has the query's label. Queries without any gallery item of
-    their label count as misses (a warning says how many)."""
+) -> np.ndarray:
+    """Per query, (Q,) bool: is its nearest gallery item (cosine; ties to the lower index) of its
+    label; :func:`query_gallery_r1` is their share in percent."""
     queries = _unit(query_emb, "query_emb")
     gallery = _unit(gallery_emb, "gallery_emb", queries.device)
     _same_dim(queries, gallery, "query_emb", "gallery_emb")
@@ -406,11 +543,21 @@ def query_gallery_r1(
         _labels(query_labels, queries.shape[0], "query_labels"),
         _labels(gallery_labels, gallery.shape[0], "gallery_labels"),
     )
-    hits, alone = _nearest_r1(queries, query_codes, gallery, gallery_codes, exclude_self=False)
+    hits, alone = _nearest_hits(queries, query_codes, gallery, gallery_codes, exclude_self=False)
     if alone:
         logger.warning("query-gallery R@1: %d of %d queries have no gallery item of their label (counted as misses)",
                        alone, queries.shape[0])
-    return 100.0 * hits / queries.shape[0]
+    return hits
+
+
+def query_gallery_r1(
+    query_emb: Any, query_labels: Sequence[Any], gallery_emb: Any, gallery_labels: Sequence[Any]
+) -> float:
+    """R@1 in percent of queries against a separate gallery (In-Shop): the nearest gallery item
+    (cosine; ties to the lower index) has the query's label. Queries without any gallery item of
+    their label count as misses (a warning says how many). Per query: :func:`query_gallery_hits`."""
+    hits = query_gallery_hits(query_emb, query_labels, gallery_emb, gallery_labels)
+    return 100.0 * int(hits.sum()) / hits.size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,8 +565,8 @@ def query_gallery_r1(
 # ---------------------------------------------------------------------------------------------
 
 
-def sts_spearman(emb1: Any, emb2: Any, scores: Sequence[float]) -> float:
-    """Spearman correlation x 100 between ``cos(emb1[i], emb2[i])`` and the gold ``scores[i]``."""
+def _sts_cosines(emb1: Any, emb2: Any, scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``(cos(emb1[i], emb2[i]), gold)`` as float64 arrays, checked (see :func:`sts_spearman`)."""
     a = _unit(emb1, "emb1")
     b = _unit(emb2, "emb2", a.device)
     _same_dim(a, b, "emb1", "emb2")
@@ -431,7 +578,10 @@ def sts_spearman(emb1: Any, emb2: Any, scores: Sequence[float]) -> float:
         )
     if gold.shape[0] < 2:
         raise ValueError(f"sts_spearman: a correlation needs at least 2 pairs, found {gold.shape[0]}")
-    cosine = (a * b).sum(dim=1).double().cpu().numpy()
+    return (a * b).sum(dim=1).double().cpu().numpy(), gold
+
+
+def _spearman(cosine: np.ndarray, gold: np.ndarray) -> float:
     with warnings.catch_warnings():
         # A constant input gives NaN, which is turned into the error below.
         warnings.simplefilter("ignore")
@@ -444,6 +594,11 @@ def sts_spearman(emb1: Any, emb2: Any, scores: Sequence[float]) -> float:
     return 100.0 * rho
 
 
+def sts_spearman(emb1: Any, emb2: Any, scores: Sequence[float]) -> float:
+    """Spearman correlation x 100 between ``cos(emb1[i], emb2[i])`` and the gold ``scores[i]``."""
+    return _spearman(*_sts_cosines(emb1, emb2, scores))
+
+
 def _sts_group(task: str) -> str:
     """The reported dataset a ``pairs.parquet`` task belongs to (see :func:`sts_table`)."""
     year = task.split("/", 1)[0]
@@ -452,7 +607,22 @@ def _sts_group(task: str) -> str:
     return _STS_SINGLE.get(task, task)
 
 
-def sts_table(pairs_df: pd.DataFrame, emb1: Any, emb2: Any) -> list[dict[str, Any]]:
+def _sts_layout(values: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The reported rows (dataset, value) in :func:`sts_table`'s order, from per-task values (floats,
+    or arrays of per-resample values: the summaries are then recomputed per resample)."""
+    years = [y.lower() for y in STS_YEAR_NAMES if y.lower() in values]
+    singles = [s for s in _STS_SINGLE.values() if s in values]
+    others = sorted(n for n in values if n not in years and n not in singles)
+    out = [(y, values[y]) for y in years]
+    if len(years) == len(STS_YEAR_NAMES):
+        out.append(("sts12-16", np.mean([values[y] for y in years], axis=0)))
+    out += [(n, values[n]) for n in singles + others]
+    out.append(("avg", np.mean([values[n] for n in years + singles + others], axis=0)))
+    return out
+
+
+def sts_table(pairs_df: pd.DataFrame, emb1: Any, emb2: Any, *, bootstrap: Bootstrap | None = None
+              ) -> list[dict[str, Any]]:
     """STS metric rows ("t2t", "spearman") from the pairs and their sentence embeddings.
 
     Row i of ``emb1`` / ``emb2`` embeds ``sentence1`` / ``sentence2`` of row i of ``pairs_df``
@@ -465,6 +635,9 @@ def sts_table(pairs_df: pd.DataFrame, emb1: Any, emb2: Any) -> list[dict[str, An
     - ``avg``: the mean over the reported tasks (years, stsb, sickr, others; not ``sts12-16``).
 
     Rows come in the order sts12 ... sts16, sts12-16, stsb, sickr, other tasks (sorted), avg.
+    With ``bootstrap``, every row carries ``ci_low`` / ``ci_high``: the pairs of each reported
+    task are one query set (``"<task> pairs"``), and the summaries are recomputed per resample
+    (:mod:`softref.evaluate.intervals`).
     """
     for column in ("task", "score"):
         if column not in pairs_df.columns:
@@ -481,25 +654,23 @@ def sts_table(pairs_df: pd.DataFrame, emb1: Any, emb2: Any) -> list[dict[str, An
         groups.setdefault(_sts_group(str(task)), []).append(position)
     gold = pairs_df["score"].to_numpy(dtype=np.float64)
     values: dict[str, float] = {}
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, positions in groups.items():
         index = torch.as_tensor(positions, device=a.device)
         try:
-            values[name] = sts_spearman(a[index], b[index], gold[positions])
+            pairs[name] = _sts_cosines(a[index], b[index], gold[positions])
+            values[name] = _spearman(*pairs[name])
         except ValueError as err:
             raise ValueError(f"sts_table: task {name!r} ({len(positions)} pairs): {err}") from err
 
     years = [y.lower() for y in STS_YEAR_NAMES if y.lower() in values]
-    singles = [s for s in _STS_SINGLE.values() if s in values]
-    others = sorted(n for n in values if n not in years and n not in singles)
-    rows = [metric_row(y, "t2t", "spearman", values[y]) for y in years]
-    if len(years) == len(STS_YEAR_NAMES):
-        rows.append(metric_row("sts12-16", "t2t", "spearman", float(np.mean([values[y] for y in years]))))
-    elif years:
+    if years and len(years) < len(STS_YEAR_NAMES):
         logger.info("STS: sts12-16 not reported: years %s present, the mean needs all five", years)
-    rows += [metric_row(n, "t2t", "spearman", values[n]) for n in singles + others]
-    tasks = years + singles + others
-    rows.append(metric_row("avg", "t2t", "spearman", float(np.mean([values[n] for n in tasks]))))
-    return rows
+    rows = [metric_row(name, "t2t", "spearman", float(value)) for name, value in _sts_layout(values)]
+    if bootstrap is None:
+        return rows
+    replicates = {name: bootstrap.spearman(f"{name} pairs", *pairs[name]) for name in sorted(pairs)}
+    return attach_intervals(rows, {(name, "t2t", "spearman", ""): reps for name, reps in _sts_layout(replicates)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,9 +700,13 @@ def zero_shot_scores(
     Returns:
         ``{"t2i": {f"AP@{k}", f"P@{k}"}, "i2t": {"top-1"}}``.
     """
-    if int(k) != k or k < 1:
-        raise ValueError(f"k: expected a positive integer, found {k!r}")
-    k = int(k)
+    scores, _ = zero_shot_scores_per_query(image_emb, image_labels, text_emb, text_labels, k)
+    return scores
+
+
+def _zero_shot_values(image_emb: Any, image_labels: Sequence[Any], text_emb: Any, text_labels: Sequence[Any],
+                      k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per class AP@k and P@k (fractions), per image whether its nearest class is its own."""
     image = _unit(image_emb, "image_emb")
     text = _unit(text_emb, "text_emb", image.device)
     _same_dim(image, text, "image_emb", "text_emb")
@@ -563,11 +738,29 @@ def zero_shot_scores(
     precision_at_k = found / top
 
     nearest = (image @ means.T).argmax(dim=1)  # first maximal index: ties to the earlier class
-    top1 = (nearest == image_codes).double().mean()
-    return {
+    return average_precision, precision_at_k, nearest == image_codes
+
+
+def zero_shot_scores_per_query(
+    image_emb: Any, image_labels: Sequence[Any], text_emb: Any, text_labels: Sequence[Any], k: int = 50
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
+    """``(zero_shot_scores(...), per_query)``: the numbers and the per-query values they average, in
+    percent: ``per_query["t2i"]`` per class (in sorted label order; ``AP@k``, ``P@k``),
+    ``per_query["i2t"]["top-1"]`` per image (100 when its nearest class is its own, else 0)."""
+    if int(k) != k or k < 1:
+        raise ValueError(f"k: expected a positive integer, found {k!r}")
+    k = int(k)
+    average_precision, precision_at_k, correct = _zero_shot_values(image_emb, image_labels, text_emb, text_labels, k)
+    top1 = correct.double().mean()
+    scores = {
         "t2i": {f"AP@{k}": 100.0 * float(average_precision.mean()), f"P@{k}": 100.0 * float(precision_at_k.mean())},
         "i2t": {"top-1": 100.0 * float(top1)},
     }
+    per_query = {
+        "t2i": {f"AP@{k}": 100.0 * average_precision.cpu().numpy(), f"P@{k}": 100.0 * precision_at_k.cpu().numpy()},
+        "i2t": {"top-1": 100.0 * correct.cpu().numpy().astype(np.float64)},
+    }
+    return scores, per_query
 
 
 # ---------------------------------------------------------------------------------------------
@@ -603,6 +796,7 @@ def person_scores(
     references: Any | None = None,
     refine: Any | None = None,
     dataset: str = "",
+    bootstrap: Bootstrap | None = None,
 ) -> list[dict[str, Any]]:
     """Text-to-person retrieval rows ("t2i", R@1 / R@5 / R@10 / mAP / mINP), in percent.
 
@@ -616,6 +810,9 @@ def person_scores(
 
     Args:
         dataset: the ``dataset`` field of the rows.
+        bootstrap: when given, every row carries ``ci_low`` / ``ci_high``: the captions are one
+            query set (``"captions"``), resampled once for both variants, with each caption's
+            first-hit rank, AP and INP under each ranking (:mod:`softref.evaluate.intervals`).
     """
     text = _unit(text_emb, "text_emb")
     image = _unit(image_emb, "image_emb", text.device)
@@ -633,7 +830,15 @@ def person_scores(
         _same_dim(text, bank, "text_emb", "references")
         variants["refined"] = refine_scores(scores, text, image, bank, **params)
     rows = []
+    per_query: dict[str, np.ndarray] = {}
     for variant, matrix in variants.items():
-        result = cmc_map_minp(matrix, query_codes, gallery_codes, max_rank=10)
-        rows += [metric_row(dataset, "t2i", name, result[name], variant) for name in _PERSON_METRICS]
-    return rows
+        found = cmc_map_minp_per_query(matrix, query_codes, gallery_codes, max_rank=10)
+        rows += [metric_row(dataset, "t2i", name, found.means[name], variant) for name in _PERSON_METRICS]
+        for name in _PERSON_METRICS:
+            values = found.per_query[name] if name in ("mAP", "mINP") else \
+                100.0 * (found.per_query["rank"] < int(name[2:]))
+            per_query[f"{variant}/{name}"] = values
+    if bootstrap is None:
+        return rows
+    replicates = bootstrap.means("captions", per_query)
+    return attach_intervals(rows, {row_key(r): replicates[f"{r['variant']}/{r['metric']}"] for r in rows})
