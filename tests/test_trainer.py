@@ -350,3 +350,49 @@ def test_student_captions_are_cleaned_the_same_at_training_and_evaluation(bench:
     raw = run(bench, tmp_path / "raw", experiment(epochs=1, student_pre_caption=False))
     raw_model, _ = load_student(raw.checkpoint)
     assert not raw_model.pre_caption and torch.equal(raw_model.tokenize([caption]), model.tokenizer([caption]))
+
+
+def test_online_teachers_train_as_their_shards(tmp_path: Path) -> None:
+    """teacher_features online (the teachers run on every batch) trains exactly as the same teachers'
+    shards do: the oracle teacher, which is deterministic, gives bit-identical runs on the CPU; a
+    mixed setting (image from shards, text online) too."""
+    from softref.config import TeacherSpec
+    from softref.features.extract import extract_image_features, extract_text_features
+    from softref.teachers import load_teacher
+
+    demo = synthesize_demo(tmp_path / "raw", num_identities=6, images_per_identity=2, captions_per_image=2,
+                           image_size=32, person_size=(32, 16), sts_pairs=0)
+    manifests = tmp_path / "manifests"
+    prepare("karpathy", demo["coco_root"], manifests, annotations=str(demo["coco_annotations"]))
+    specs = {f"oracle-{m}": TeacherSpec(name=f"oracle-{m}", kind="oracle-attributes", modality=m,
+                                        weights=str(demo["oracle_attributes"])) for m in ("image", "text")}
+    extract_image_features(manifests / "images.parquet", demo["coco_root"], load_teacher(specs["oracle-image"]),
+                           tmp_path / "img" / "images-0.h5", shard=0, num_shards=1, num_workers=0, dtype="float32")
+    extract_text_features(manifests / "texts.parquet", load_teacher(specs["oracle-text"]), tmp_path / "txt" / "texts-0.h5",
+                          shard=0, num_shards=1, dtype="float32")
+    cfg = experiment(epochs=1, image_teacher="oracle-image", text_teacher="oracle-text")
+    common = (STUDENT, demo["coco_root"], manifests / "images.parquet", manifests / "texts.parquet")
+    shards = train(cfg, *common, [tmp_path / "img" / "images-0.h5"], [tmp_path / "txt" / "texts-0.h5"],
+                   tmp_path / "shards")
+    from dataclasses import replace
+
+    from softref.config import TeacherFeaturesConfig
+
+    runs = {}
+    for name, sources in (("online", ("online", "online")), ("mixed", ("shards", "online"))):
+        online = replace(cfg, teacher_features=TeacherFeaturesConfig(*sources))
+        image_shards = [tmp_path / "img" / "images-0.h5"] if sources[0] == "shards" else []
+        runs[name] = train(online, *common, image_shards, [], tmp_path / name, teachers=specs)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in MEASURED_COLUMNS} for r in rows]  # noqa: E731
+    expected = strip(read_log(shards.train_log))
+    for name, result in runs.items():
+        assert strip(read_log(result.train_log)) == expected, name
+        a = torch.load(shards.checkpoint, weights_only=True)["model"]
+        b = torch.load(result.checkpoint, weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    facts = torch.load(runs["online"].checkpoint, weights_only=True)["config"]["inputs"]
+    assert facts["image_teacher"]["online"] and facts["text_teacher"]["online"]
+    with pytest.raises(ValueError, match=r"computes its image teacher's features online, but teacher 'oracle-image' "
+                                         r"is not among the run's teachers"):
+        train(replace(cfg, teacher_features=TeacherFeaturesConfig("online", "online")), *common, [], [],
+              tmp_path / "no-specs")

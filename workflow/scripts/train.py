@@ -31,4 +31,5 @@ with rule_context(snakemake) as cfg:
             out_dir,
             references=Path(inputs.references) if inputs.get("references") else None,
             neighbours=Path(inputs.neighbours) if inputs.get("neighbours") else None,
+            teachers=cfg.teachers,
         )

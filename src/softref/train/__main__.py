@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             references=paths.references,
             neighbours=paths.neighbours,
             device=args.device,
+            teachers=cfg.teachers,
         )
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"softref.train: error: {err}", file=sys.stderr)

@@ -287,6 +287,7 @@ def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentC
         cfg=cfg, student=student, pairs=pairs, dataset=dataset, ctx=ctx,
         image_shards=tuple(inputs["image_shards"]), text_shards=tuple(inputs["text_shards"]),
         references=inputs["references"], neighbours=inputs["neighbours"], images_sha=images_sha, texts_sha=texts_sha,
+        teachers=inputs["teachers"],
     ))
     logger.info("data: %d train pairs (%d images), val %d images / %d captions", len(pairs),
                 pairs["image_id"].nunique(), val_items.num_images, val_items.num_texts)
@@ -306,7 +307,7 @@ def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentC
         cfg=cfg, ctx=ctx, out_dir=out_dir, student=student, method=method,
         optimizer=torch.optim.AdamW(groups, lr=cfg.lr), lr_schedule=cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs),
         run_config=run_config, val_items=val_items, dataset_root=Path(inputs["dataset_root"]),
-        loader=make_loader(dataset, method.sampler, method.collator, num_workers=cfg.num_workers,
+        loader=make_loader(method.dataset or dataset, method.sampler, method.collator, num_workers=cfg.num_workers,
                            pin_memory=ctx.device.type == "cuda"),
         max_steps=max_steps,
     )
@@ -504,6 +505,15 @@ def _finalize(run: _Run) -> None:
     logger.info("selected epoch %d (val RSUM %.2f): %s", state["best_epoch"], state["best_val_rsum"], ckpt_path)
 
 
+def _deterministic_on_cpu(device: torch.device) -> Any:
+    """Deterministic algorithms for a CPU run (bit-identical reruns); returns the restore call."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return lambda: torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
@@ -521,6 +531,7 @@ def train(
     max_steps: int | None = None,
     references: Path | None = None,
     neighbours: Path | None = None,
+    teachers: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train one experiment's student; write checkpoint.pt, train_log.csv and last.pt in ``out_dir``.
 
@@ -539,6 +550,8 @@ def train(
         references, neighbours: MMRef only: the teacher references of the experiment's two
             teachers (``.h5``) and their neighbours table, read when the sampler places
             neighbour identities together or the soft targets are on.
+        teachers: the config's teacher specs by name (:class:`softref.config.TeacherSpec`); a CUSA
+            run whose ``teacher_features`` compute a modality online loads that teacher from them.
 
     Returns:
         :class:`TrainResult`.
@@ -553,17 +566,14 @@ def train(
     starts over.
     """
     ctx = init_distributed(device)
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    if ctx.device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
     inputs = {
         "dataset_root": dataset_root, "images_manifest": images_manifest, "texts_manifest": texts_manifest,
         "image_shards": [Path(p) for p in image_shards], "text_shards": [Path(p) for p in text_shards],
         "out_dir": out_dir, "references": None if references is None else Path(references),
-        "neighbours": None if neighbours is None else Path(neighbours),
+        "neighbours": None if neighbours is None else Path(neighbours), "teachers": dict(teachers or {}),
     }
     run = None
+    restore = _deterministic_on_cpu(ctx.device)
     try:
         run = _setup(ctx, cfg, student_cfg, inputs, max_steps)
         _resume(run)
@@ -583,5 +593,5 @@ def train(
     finally:
         if run is not None:
             run.method.close()
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        restore()
         cleanup_distributed(ctx)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from softref.config import ExperimentConfig
 from softref.names import METHOD_FAMILIES
@@ -43,6 +43,7 @@ class RunSetup:
         image_shards, text_shards: the teachers' feature shards (CUSA's soft labels).
         references, neighbours: the teacher references and their neighbours table (MMRef).
         images_sha, texts_sha: sha256 of the manifests, which the shards must name.
+        teachers: the config's teacher specs (a CUSA run loads those it computes online).
     """
 
     cfg: ExperimentConfig
@@ -56,6 +57,7 @@ class RunSetup:
     neighbours: Path | None = None
     images_sha: str = ""
     texts_sha: str = ""
+    teachers: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -78,6 +80,7 @@ class MethodRun:
         record: plain values written into every checkpoint beside the model (e.g. MMRef's
             identities, the bank's rows).
         close: releases open files.
+        dataset: the items to load, when the family needs more than the pairs (online teachers).
     """
 
     sampler: Sampler[list[int]]
@@ -89,6 +92,7 @@ class MethodRun:
     facts: Mapping[str, Any] = field(default_factory=dict)
     record: Mapping[str, Any] = field(default_factory=dict)
     close: Callable[[], None] = lambda: None
+    dataset: Dataset | None = None
 
 
 def family(method: str) -> ModuleType:
