@@ -20,3 +20,4 @@ include: "workflow/rules/tables.smk"
 rule all:
     input:
         all_tables,
+        all_diagnostics,

@@ -41,8 +41,8 @@ def test_every_schema_key_has_description_and_default():
 def test_default_config_loads():
     cfg = read_config(REPO / "config.yaml")
     assert set(cfg.datasets) >= {"demo-coco", "demo-person"}
-    assert cfg.teachers_of("demo-coco", "image") == ["efficientnet-lite0"]
-    assert cfg.teachers_of("demo-coco", "text") == ["all-mpnet-base-v2"]
+    assert cfg.teachers_of("demo-coco", "image") == ["efficientnet-lite0", "oracle-image"]
+    assert cfg.teachers_of("demo-coco", "text") == ["all-mpnet-base-v2", "oracle-text"]
     assert cfg.features.dtype == "float16"
 
 

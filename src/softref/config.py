@@ -111,6 +111,8 @@ class DatasetConfig:
     annotations: str | None = None
     teachers: tuple[str, ...] = ()
     num_shards: int = 1
+    feature_splits: tuple[str, ...] = ()
+    diagnostics_facts: str | None = None
     skip_missing: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
 

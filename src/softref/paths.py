@@ -12,6 +12,7 @@ from pathlib import Path
 
 __all__ = [
     "CHECKPOINT",
+    "DIAGNOSTICS",
     "EVALUATION",
     "FEATURE_SHARD",
     "IMAGES_MANIFEST",
@@ -52,6 +53,8 @@ REFERENCES = "results/references/{dataset}/{teachers}.h5"
 NEIGHBOUR_INDEX = "results/references/{dataset}/{teachers}.faiss"
 NEIGHBOURS = "results/references/{dataset}/{teachers}.neighbours.parquet"
 #: One run of an experiment: its seed's folder (an experiment trains one run per seed).
+#: How well a dataset's teachers' similarities find its matching pairs (softref.teachers.diagnostics).
+DIAGNOSTICS = "results/diagnostics/{dataset}/{teachers}.json"
 RUN = "results/runs/{experiment}/seed-{seed}"
 CHECKPOINT = RUN + "/checkpoint.pt"
 TRAIN_LOG = RUN + "/train_log.csv"

@@ -118,16 +118,23 @@ def _machine() -> str:
 
 
 def _diagnostics(results: Path) -> list[str]:
+    """The teacher diagnostics of the run (rule teacher_diagnostics) as a Markdown table."""
     found = sorted((results / "diagnostics").glob("*/*.json")) if (results / "diagnostics").is_dir() else []
     if not found:
         return []
-    lines = ["", "Teacher soft labels on the training split (batches of the training batch size):", "",
-             "| dataset | teacher | AUC matching vs not | entropy / ln B at tau 1.0 | at tau 0.1 |", "|---|---|---:|---:|---:|"]
+    lines = ["", "Teacher soft labels over the train split's batches (`results/diagnostics/`): ROC AUC of the "
+             "teacher's cosines for matching against non-matching pairs of a batch, and the entropy of its "
+             "soft-label rows softmax(S / teacher_tau) relative to a uniform row (1.0 = uniform):", "",
+             "| dataset | teacher | pairs | AUC | entropy / ln B, teacher_tau 1.0 | teacher_tau 0.1 |",
+             "|---|---|---:|---:|---:|---:|"]
     for path in found:
         d = json.loads(path.read_text(encoding="utf-8"))
-        ent = d.get("entropy_ratio", {})
-        lines.append(f"| {d.get('dataset', path.parent.name)} | {d.get('teacher', path.stem)} | {d['auc']:.3f} | "
-                     f"{ent.get('1.0', float('nan')):.3f} | {ent.get('0.1', float('nan')):.3f} |")
+        for modality, teacher in sorted(d.get("teachers", {}).items()):
+            entry = d[modality]
+            rows = entry.get("rows", {})
+            lines.append(f"| {path.parent.name} | {teacher} ({modality}) | {d.get('relevance', '?')} | "
+                         f"{entry['auc']:.3f} | {rows.get('1', {}).get('entropy_ratio', float('nan')):.3f} | "
+                         f"{rows.get('0.1', {}).get('entropy_ratio', float('nan')):.3f} |")
     return lines
 
 

@@ -77,9 +77,10 @@ def teacher_weights(wildcards):
 
 
 def extraction_params(wildcards):
-    """What changes a shard's bytes: the teacher as configured and the storage dtype (batch sizes and
-    workers change only the speed, so editing them reruns nothing)."""
-    return {"teacher": config["teachers"][wildcards.teacher], "dtype": config["features"]["dtype"]}
+    """What changes a shard's bytes: the teacher as configured, the storage dtype and the splits encoded
+    (batch sizes and workers change only the speed, so editing them reruns nothing)."""
+    return {"teacher": config["teachers"][wildcards.teacher], "dtype": config["features"]["dtype"],
+            "splits": config["datasets"][wildcards.dataset].get("feature_splits", [])}
 
 
 def feature_shards(dataset, teacher):
@@ -117,6 +118,21 @@ def references_inputs(wildcards):
         "image_shards": feature_shards(wildcards.dataset, image),
         "text_shards": feature_shards(wildcards.dataset, text),
     }
+
+
+def diagnostics_facts(wildcards):
+    """The facts file whose captions' truth defines the matching pairs (the demo), or None (identity)."""
+    return CFG.datasets[wildcards.dataset].diagnostics_facts
+
+
+def all_diagnostics(wildcards=None):
+    """The teacher diagnostics of every (dataset, image teacher, text teacher) pair."""
+    return [
+        paths.DIAGNOSTICS.format(dataset=d, teachers=f"{i}+{t}")
+        for d in CFG.datasets
+        for i in CFG.teachers_of(d, "image")
+        for t in CFG.teachers_of(d, "text")
+    ]
 
 
 def references_params(wildcards):

@@ -44,6 +44,23 @@ rule build_neighbour_index:
         "../scripts/build_neighbour_index.py"
 
 
+rule teacher_diagnostics:
+    input:
+        unpack(references_inputs),
+    output:
+        paths.DIAGNOSTICS,
+    wildcard_constraints:
+        teachers=TEACHER_PAIRS,
+    params:
+        facts=diagnostics_facts,
+    log:
+        "logs/teacher_diagnostics/{dataset}/{teachers}.log",
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/teacher_diagnostics.py"
+
+
 rule references:
     input:
         all_references,

@@ -18,4 +18,5 @@ with rule_context(snakemake) as cfg:
         batch_size=feats.image_batch_size,
         num_workers=feats.num_workers,
         dtype=feats.dtype,
+        splits=ds.feature_splits,
     )

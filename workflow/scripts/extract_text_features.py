@@ -16,4 +16,5 @@ with rule_context(snakemake) as cfg:
         num_shards=ds.num_shards,
         batch_size=feats.text_batch_size,
         dtype=feats.dtype,
+        splits=ds.feature_splits,
     )

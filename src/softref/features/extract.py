@@ -85,9 +85,17 @@ def _collate(
     return torch.stack([pixels for pixels, _, _ in items]), indices, errors  # type: ignore[misc]
 
 
-def _shard_frame(df: Any, shard: int, num_shards: int) -> tuple[Any, int, int]:
+def _shard_frame(df: Any, shard: int, num_shards: int, splits: Sequence[str] = ()) -> tuple[Any, int, int]:
+    """The rows of one shard: the manifest's rows of ``splits`` (all when empty), cut into blocks."""
+    if splits:
+        df = df[df["split"].isin(list(splits))]
     start, stop = shard_rows(len(df), shard, num_shards)
     return df.iloc[start:stop], start, stop
+
+
+def splits_attr(splits: Sequence[str]) -> str:
+    """The ``splits`` attribute of a shard: the manifest splits it covers, or ``all``."""
+    return ",".join(sorted(set(splits))) if splits else "all"
 
 
 def _base_attrs(teacher: Any, manifest: Path, shard: int, num_shards: int, modality: str) -> dict[str, Any]:
@@ -131,19 +139,21 @@ def extract_image_features(
     num_workers: int = 2,
     dtype: str = "float16",
     store_tokens: bool = False,
+    splits: Sequence[str] = (),
 ) -> None:
     """Encode the images of one manifest shard with an image teacher into ``out``.
 
     ``teacher`` is an :class:`softref.teachers.ImageTeacher`; the shard is the contiguous
     block :func:`~softref.data.manifest.shard_rows` gives. A teacher with ``encodes_paths``
     gets the absolute image paths (``encode_paths``), ``batch_size`` at a time, and no image
-    is decoded. Raises FileNotFoundError naming the
+    is decoded. ``splits`` restricts the shards to the manifest rows of those splits (training
+    needs only the train split's features); empty: every row. Raises FileNotFoundError naming the
     missing files (path, image_id, manifest row) before loading any batch, and
     :class:`ImageReadError` naming the file and image_id of an undecodable image.
     """
     manifest, dataset_root, out = Path(manifest), Path(dataset_root), Path(out)
     df = read_images(manifest)
-    rows, start, stop = _shard_frame(df, shard, num_shards)
+    rows, start, stop = _shard_frame(df, shard, num_shards, splits)
     paths = _check_images_exist(rows, start, dataset_root, manifest, shard, num_shards)
     ids = rows["image_id"].tolist()
     token_shape = None
@@ -153,7 +163,7 @@ def extract_image_features(
             raise ShardError(
                 f"{out}: store_tokens=True but teacher {teacher.name!r} exposes no token features"
             )
-    attrs = _base_attrs(teacher, manifest, shard, num_shards, "images")
+    attrs = {**_base_attrs(teacher, manifest, shard, num_shards, "images"), "splits": splits_attr(splits)}
     log.info(
         "extracting %d images (manifest rows [%d, %d), shard %d/%d) with %s into %s",
         len(ids), start, stop, shard, num_shards, teacher.name, out,
@@ -229,19 +239,20 @@ def extract_text_features(
     num_shards: int,
     batch_size: int = 64,
     dtype: str = "float16",
+    splits: Sequence[str] = (),
 ) -> None:
     """Encode the captions of one texts-manifest shard with a text teacher into ``out``.
 
     ``teacher`` is a :class:`softref.teachers.TextTeacher`; captions go through
     ``teacher.preprocess_text`` and are encoded ``TEXT_CHUNK`` at a time (the teacher sorts
-    each chunk by length itself).
+    each chunk by length itself). ``splits`` as for :func:`extract_image_features`.
     """
     manifest, out = Path(manifest), Path(out)
     df = read_texts(manifest)
-    rows, start, stop = _shard_frame(df, shard, num_shards)
+    rows, start, stop = _shard_frame(df, shard, num_shards, splits)
     ids = rows["text_id"].tolist()
     captions = [teacher.preprocess_text(c) for c in rows["caption"].tolist()]
-    attrs = _base_attrs(teacher, manifest, shard, num_shards, "texts")
+    attrs = {**_base_attrs(teacher, manifest, shard, num_shards, "texts"), "splits": splits_attr(splits)}
     log.info(
         "extracting %d captions (manifest rows [%d, %d), shard %d/%d) with %s into %s",
         len(ids), start, stop, shard, num_shards, teacher.name, out,

@@ -227,8 +227,11 @@ def _check_manifest(
         problems.append(f"no {modality} shards to check against {manifest}")
         return
     sha = file_sha256(manifest)
-    manifest_ids = df[id_col].tolist()
     for r in reports:
+        # A shard covers its recorded splits' rows (extraction of the train split only), else all.
+        covered = str(r.attrs.get("splits", "all"))
+        rows = df if covered == "all" else df[df["split"].isin(covered.split(","))]
+        manifest_ids = rows[id_col].tolist()
         found_sha = r.attrs.get("manifest_sha256")
         if found_sha is not None and found_sha != sha:
             problems.append(
