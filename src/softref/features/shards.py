@@ -20,6 +20,7 @@ that looks complete.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -194,6 +195,28 @@ def _quote(values: Sequence[Any]) -> str:
     return shown + (f" (and {len(values) - _SHOW} more)" if len(values) > _SHOW else "")
 
 
+class _ShardFile(io.FileIO):
+    """The temporary file under a writer's HDF5 handle (h5py's file-object driver).
+
+    After a failed write (a full disk, a file-size limit) the writer sets ``dropped``: later writes
+    are discarded, so the HDF5 handle, which flushes when it closes, can be closed before the file
+    is deleted. Closing a handle whose writes fail crashes the HDF5 library (a segmentation fault at
+    exit, measured with h5py 3 and RLIMIT_FSIZE); with this file the job ends with its error.
+    """
+
+    dropped = False
+
+    def write(self, data: Any) -> int:
+        return memoryview(data).nbytes if self.dropped else super().write(data)
+
+    def truncate(self, size: int | None = None) -> int:
+        return int(size or 0) if self.dropped else super().truncate(size)
+
+    def flush(self) -> None:
+        if not self.dropped:
+            super().flush()
+
+
 class ShardWriter:
     """Write one shard atomically: ``<path>.tmp-<pid>`` first, renamed to ``path`` on success.
 
@@ -252,6 +275,7 @@ class ShardWriter:
         self.attrs = dict(attrs)
         self.token_shape = None if token_shape is None else tuple(int(x) for x in token_shape)
         self.tmp_path = temporary_name(self.path)
+        self._raw: _ShardFile | None = None
         self._file: h5py.File | None = None
         self._written: np.ndarray | None = None
 
@@ -260,8 +284,9 @@ class ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path)
         np_dtype = _DTYPES[self.dtype]
-        self._file = h5py.File(self.tmp_path, "w")
+        self._raw = _ShardFile(self.tmp_path, "w+")
         try:
+            self._file = h5py.File(self._raw, "w")
             f = self._file
             for key, value in self.attrs.items():
                 f.attrs[key] = value
@@ -315,12 +340,17 @@ class ShardWriter:
             raise
 
     def _abort(self) -> None:
+        if self._raw is not None:
+            self._raw.dropped = True  # HDF5 flushes on close: into the void, not onto a full disk
         if self._file is not None:
             try:
                 self._file.close()
             except Exception:  # the file is deleted next; a close error adds nothing
                 pass
             self._file = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         self.tmp_path.unlink(missing_ok=True)
 
     def _finish(self) -> None:
@@ -338,10 +368,36 @@ class ShardWriter:
                 f"{self.path}: ids must be unique within a shard, found duplicates "
                 f"{_quote(uniq[counts > 1].tolist())}"
             )
+        try:
+            self._file.flush()  # every row on disk before `complete` is set
+        except (OSError, RuntimeError) as err:
+            raise self._failed(err, "the last rows") from None
         self._file.attrs["complete"] = True
-        self._file.close()
+        try:
+            self._file.close()
+        except (OSError, RuntimeError) as err:
+            raise self._failed(err, "the attributes") from None
         self._file = None
+        assert self._raw is not None
+        self._raw.close()
+        self._raw = None
         publish(self.tmp_path, self.path)
+
+    def _failed(self, err: BaseException, what: str) -> ShardError:
+        """The error of a failed write (a full disk, a file-size limit), naming the shard."""
+        text = str(err)
+        message = re.search(r"error message = '([^']*)'", text)
+        errno = re.search(r"errno = (\d+)", text)
+        if isinstance(err, OSError) and err.strerror:
+            reason = f"{err.strerror} (errno {err.errno})"
+        elif message and errno:
+            reason = f"{message.group(1)} (errno {errno.group(1)})"
+        else:
+            reason = text.splitlines()[0] if text else type(err).__name__
+        return ShardError(
+            f"{self.path}: writing {what} failed: {reason}; is the disk full or a file-size limit "
+            f"reached? The temporary file {self.tmp_path.name} is removed: no shard was written"
+        )
 
     # -- writing ---------------------------------------------------------------------------
     def _check_finite(self, name: str, values: np.ndarray, ids: Sequence[str], start: int) -> None:
@@ -409,9 +465,15 @@ class ShardWriter:
         self._check_finite("features", features, ids, start)
         if tokens is not None:
             self._check_finite("tokens", tokens, ids, start)
-            self._file["tokens"][start:stop] = tokens
-        self._file["ids"][start:stop] = np.array(ids, dtype=object)
-        self._file["features"][start:stop] = features
+        try:
+            if tokens is not None:
+                self._file["tokens"][start:stop] = tokens
+            self._file["ids"][start:stop] = np.array(ids, dtype=object)
+            self._file["features"][start:stop] = features
+            # Flushed per batch so that a full disk stops the job at the batch that hit it.
+            self._file.flush()
+        except (OSError, RuntimeError) as err:
+            raise self._failed(err, f"the batch at row {start}") from None
         self._written[start:stop] = True
 
 
