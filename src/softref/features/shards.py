@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -199,9 +199,10 @@ class _ShardFile(io.FileIO):
     """The temporary file under a writer's HDF5 handle (h5py's file-object driver).
 
     After a failed write (a full disk, a file-size limit) the writer sets ``dropped``: later writes
-    are discarded, so the HDF5 handle, which flushes when it closes, can be closed before the file
-    is deleted. Closing a handle whose writes fail crashes the HDF5 library (a segmentation fault at
-    exit, measured with h5py 3 and RLIMIT_FSIZE); with this file the job ends with its error.
+    are discarded, so the HDF5 handles, which flush when they close, close cleanly before the file
+    is deleted. With h5py's own file driver a handle whose flush fails stays registered in the HDF5
+    library, which then crashes when the process exits (a segmentation fault, seen with h5py 3 and
+    RLIMIT_FSIZE); with this file the job ends with its error.
     """
 
     dropped = False
@@ -277,6 +278,7 @@ class ShardWriter:
         self.tmp_path = temporary_name(self.path)
         self._raw: _ShardFile | None = None
         self._file: h5py.File | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
         self._written: np.ndarray | None = None
 
     # -- context management ---------------------------------------------------------------
@@ -321,6 +323,10 @@ class ShardWriter:
         except BaseException:
             self._abort()
             raise
+        # Dataset handles stay open while the writer runs: one closed after each batch would flush its
+        # chunks on close, where a failed write (a full disk) leaves HDF5 with a handle it cannot
+        # release, which crashes the library when the process exits.
+        self._datasets = {name: self._file[name] for name in self._file}
         self._written = np.zeros(self.num_rows, dtype=bool)
         return self
 
@@ -342,6 +348,7 @@ class ShardWriter:
     def _abort(self) -> None:
         if self._raw is not None:
             self._raw.dropped = True  # HDF5 flushes on close: into the void, not onto a full disk
+        self._datasets = {}
         if self._file is not None:
             try:
                 self._file.close()
@@ -361,27 +368,38 @@ class ShardWriter:
                 f"{self.path}: {len(missing)} of {self.num_rows} rows were never written; "
                 f"first missing rows: {_quote(missing.tolist())}"
             )
-        ids = self._file["ids"].asstr()[:] if self.num_rows else np.array([], dtype=object)
+        ids = self._datasets["ids"].asstr()[:] if self.num_rows else np.array([], dtype=object)
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
             raise ShardError(
                 f"{self.path}: ids must be unique within a shard, found duplicates "
                 f"{_quote(uniq[counts > 1].tolist())}"
             )
-        try:
-            self._file.flush()  # every row on disk before `complete` is set
-        except (OSError, RuntimeError) as err:
-            raise self._failed(err, "the last rows") from None
-        self._file.attrs["complete"] = True
-        try:
-            self._file.close()
-        except (OSError, RuntimeError) as err:
-            raise self._failed(err, "the attributes") from None
+        failure = self._guarded(self._file.flush, "the last rows")  # every row on disk before `complete`
+        if failure is None:
+            self._file.attrs["complete"] = True
+            self._datasets = {}
+            failure = self._guarded(self._file.close, "the attributes")
+        if failure is not None:
+            raise failure
         self._file = None
         assert self._raw is not None
         self._raw.close()
         self._raw = None
         publish(self.tmp_path, self.path)
+
+    def _guarded(self, write: Callable[[], None], what: str) -> ShardError | None:
+        """Run ``write``; on a failed write (a full disk, a file-size limit) drop every later write and
+        return the error to raise. It is raised outside the ``except`` block on purpose: an error
+        chained to h5py's would keep h5py's objects alive until the interpreter exits, and their
+        release then crashes the HDF5 library."""
+        try:
+            write()
+        except (OSError, RuntimeError) as err:
+            assert self._raw is not None
+            self._raw.dropped = True
+            return self._failed(err, what)
+        return None
 
     def _failed(self, err: BaseException, what: str) -> ShardError:
         """The error of a failed write (a full disk, a file-size limit), naming the shard."""
@@ -465,15 +483,18 @@ class ShardWriter:
         self._check_finite("features", features, ids, start)
         if tokens is not None:
             self._check_finite("tokens", tokens, ids, start)
-        try:
+        def store() -> None:
+            assert self._file is not None
             if tokens is not None:
-                self._file["tokens"][start:stop] = tokens
-            self._file["ids"][start:stop] = np.array(ids, dtype=object)
-            self._file["features"][start:stop] = features
+                self._datasets["tokens"][start:stop] = tokens
+            self._datasets["ids"][start:stop] = np.array(ids, dtype=object)
+            self._datasets["features"][start:stop] = features
             # Flushed per batch so that a full disk stops the job at the batch that hit it.
             self._file.flush()
-        except (OSError, RuntimeError) as err:
-            raise self._failed(err, f"the batch at row {start}") from None
+
+        failure = self._guarded(store, f"the batch at row {start}")
+        if failure is not None:
+            raise failure
         self._written[start:stop] = True
 
 
