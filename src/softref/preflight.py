@@ -165,7 +165,8 @@ def _splits_and_protocol_options(raw: Mapping[str, Any], problems: list[str]) ->
         if protocol in PROTOCOL_OPTIONS and isinstance(options, Mapping):
             known = PROTOCOL_OPTIONS[protocol]
             for key in options:
-                if key not in known:
+                # A key of no protocol at all is the schema's to report (with its "did you mean").
+                if key not in known and any(key in names for names in PROTOCOL_OPTIONS.values()):
                     problems.append(
                         f"benchmarks.{name}.options.{key}: not an option of protocol {protocol!r}; its "
                         f"options: {sorted(known) or 'none'}{_suggest(key, known)}"
@@ -241,6 +242,12 @@ def _known_keys_only(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _refined(problems: list[str]) -> list[str]:
+    """The problems without those another one repeats and extends (the schema's "expected one of"
+    for a split, then the same words with a "did you mean")."""
+    return [p for p in problems if not any(q != p and q.startswith(p) for q in problems)]
+
+
 def _path_of(problem: str) -> str:
     return problem.split(": ", 1)[0]
 
@@ -272,12 +279,16 @@ def check_config(
     except ConfigError as err:
         seen = {_path_of(p) for p in problems}
         problems += [p for p in err.problems if _path_of(p) not in seen]
+    except (KeyError, TypeError, AttributeError):
+        # The cross references assume a config the schema accepted; the schema's problems say why not.
+        if not problems:
+            raise
     _learning_rates(raw, problems)
     _formats(raw, problems)
     _splits_and_protocol_options(raw, problems)
     if check_files:
         _files(raw, Path(base), produced, problems)
-    problems = list(dict.fromkeys(problems))
+    problems = _refined(list(dict.fromkeys(problems)))
     return (cfg if not problems else None), problems
 
 
