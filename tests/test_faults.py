@@ -52,7 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 TEACHERS = ("tiny-image", "tiny-text")
 IMAGE_SHARD = "results/features/demo-coco/tiny-image/images-0.h5"
 TEXT_SHARD = "results/features/demo-coco/tiny-text/texts-0.h5"
-CHECKPOINT = "results/runs/demo-cusa/checkpoint.pt"
+RUN = "results/runs/demo-cusa/seed-23"
+CHECKPOINT = f"{RUN}/checkpoint.pt"
 TABLE = "results/table1.csv"
 ALL_TARGETS = (TABLE, "references")
 # Columns and log keys that hold wall-clock time.
@@ -81,6 +82,21 @@ def _tiny_teacher(folder: Path) -> Path:
     return weights
 
 
+def _tiny_student(folder: Path) -> Path:
+    """Seeded open_clip weights of the demo student (softref-tiny-rn): its ``pretrained`` file, so
+    the suite can check that the file is an input of the train job."""
+    import open_clip
+    import torch
+
+    from softref.models.student import register_model_configs
+
+    register_model_configs()
+    torch.manual_seed(1)
+    weights = folder / "student.pt"
+    torch.save(open_clip.create_model("softref-tiny-rn").state_dict(), weights)
+    return weights
+
+
 def _config(weights: Path) -> dict:
     """The demo-coco path of the default config, shrunk: 10 identities, one shard per teacher, one CUSA
     experiment of 2 epochs, Table 1. Small batches keep a shard's temporary file open for several
@@ -99,7 +115,7 @@ def _config(weights: Path) -> dict:
         },
         "features": {**base["features"], "image_batch_size": 2, "text_batch_size": 4, "num_workers": 0},
         "references": {"index": {"k": 3}},
-        "students": base["students"],
+        "students": {"demo-tiny": {**base["students"]["demo-tiny"], "pretrained": str(weights.parent / "student.pt")}},
         "experiments": {"demo-cusa": experiment},
         "benchmarks": {"demo-coco-test": base["benchmarks"]["demo-coco-test"]},
         "tables": {"table1": {"experiments": ["demo-cusa"], "benchmarks": ["demo-coco-test"], "label": "faults"}},
@@ -142,6 +158,7 @@ def dag(tmp_path_factory):
     checkout's code, and its files must then be 0640."""
     root = tmp_path_factory.mktemp("faults")
     cfg = _config(_tiny_teacher(root / "teacher"))
+    _tiny_student(root / "teacher")
     decoy = root / "decoy" / "softref"
     decoy.mkdir(parents=True)
     (decoy / "__init__.py").write_text("raise ImportError('the decoy softref ran, not the checkout')\n")
@@ -225,11 +242,12 @@ CASES = (
     Case("references: neighbour index building", signal.SIGKILL, "references",
          _log_says("logs/build_neighbour_index/demo-coco/tiny-image+tiny-text.log", "building")),
     Case("training: epoch 1 running", signal.SIGINT, CHECKPOINT,
-         _log_says("logs/train/demo-cusa.log", "teachers:"), check_lock=True),
+         _log_says("logs/train/demo-cusa/seed-23.log", "teachers:"), check_lock=True),
     Case("training: after epoch 1 (last.pt written)", signal.SIGKILL, CHECKPOINT,
-         _appears("results/runs/demo-cusa/last.pt")),
-    Case("tables: evaluate started", signal.SIGKILL, TABLE, _log_says("logs/evaluate/demo-cusa/demo-coco-test.log")),
-    Case("tables: table job started", signal.SIGINT, TABLE, _log_says("logs/tables/table1.log")),
+         _appears(f"{RUN}/last.pt")),
+    Case("tables: evaluate started", signal.SIGKILL, TABLE, _log_says("logs/evaluate/demo-cusa/seed-23/demo-coco-test.log")),
+    Case("tables: table job started, killed", signal.SIGKILL, TABLE, _log_says("logs/tables/table1.log")),
+    Case("tables: table job started, interrupted", signal.SIGINT, TABLE, _log_says("logs/tables/table1.log")),
 )
 
 
@@ -457,3 +475,21 @@ def test_full_disk_during_a_shard_write_is_a_clear_error(dag: Dag, summary, tmp_
     summary["disk full during a shard write"] = clear and clean
     assert clear, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
     assert clean, sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_student_weights_are_an_input_of_train(dag: Dag, summary) -> None:
+    """Newer student weights rerun the train job and what follows it, and no extraction: the file is a
+    train input (a dry run lists the train job by its message, so its reasons say it)."""
+    reference = dag.finished()
+    weights = Path(dag.config["students"]["demo-tiny"]["pretrained"])
+    later = time.time() + 5
+    os.utime(weights, (later, later))
+    proc = _run(reference, "-n", *ALL_TARGETS)
+    text = proc.stdout + proc.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[-1], flags=re.M))
+    reasons = text.split("Reasons:")[-1]
+    updated = re.search(r"updated input files:\n\s+([\w, ]+)", reasons)
+    ok = (proc.returncode == 0 and counts.get("train") == "1" and not any(r.startswith("extract") for r in counts)
+          and updated is not None and "train" in updated.group(1).split(", "))
+    summary["newer student weights rerun train, not extraction"] = ok
+    assert ok, text

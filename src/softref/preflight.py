@@ -13,7 +13,8 @@ with its key path:
   options of the format (an adapter's keyword-only parameters), with a "did you mean" where a
   known name is close; benchmark ``options`` are options of their protocol;
 - splits (of benchmarks and of the references) are :data:`softref.names.SPLITS`;
-- the files the run needs exist: the local weights of every teacher a dataset names, the local
+- the files the run needs exist: the local weights of every teacher a dataset or an experiment
+  names, the local
   ``pretrained`` weights of every student an experiment trains, and each dataset's root and
   annotation file, except what the DAG writes itself (:data:`DAG_OUTPUTS`, the demo's data).
 
@@ -205,12 +206,14 @@ def _files(raw: Mapping[str, Any], base: Path, produced: Collection[str], proble
         return True
 
     datasets = dict(_entries(raw, "datasets"))
+    experiments = [ex for _, ex in _entries(raw, "experiments")]
     used_teachers = {t for ds in datasets.values() for t in ds.get("teachers") or () if isinstance(t, str)}
+    used_teachers |= {ex.get(key) for ex in experiments for key in ("image_teacher", "text_teacher")}
     for name, teacher in _entries(raw, "teachers"):
         weights = teacher.get("weights")
         if name in used_teachers and isinstance(weights, str) and is_local_path(weights, base):
             missing(f"teachers.{name}.weights", weights, "teacher weights")
-    used_students = {ex.get("student") for _, ex in _entries(raw, "experiments")}
+    used_students = {ex.get("student") for ex in experiments}
     for name, student in _entries(raw, "students"):
         pretrained = student.get("pretrained")
         if name in used_students and isinstance(pretrained, str) and is_student_path(pretrained):

@@ -68,6 +68,20 @@ def _looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or "/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
 
 
+def _create_clip(architecture: str, pretrained: str | None) -> nn.Module:
+    """``open_clip.create_model``; a damaged or foreign weights file is a CheckpointError naming it
+    (torch's own refusal says to retry unsafely, which softref never suggests)."""
+    try:
+        return open_clip.create_model(architecture, pretrained=pretrained)
+    except (pickle.UnpicklingError, EOFError, OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "state_dict" in str(err):
+            raise  # a readable file of another architecture: open_clip's message lists the keys
+        raise CheckpointError(
+            f"pretrained weights for {architecture!r}: {pretrained} is not a readable state dict "
+            f"({load_error_reason(err)}); softref loads weights only with weights_only=True"
+        ) from None
+
+
 class Student(nn.Module):
     """open_clip image and text encoders plus CUSA's cross-modal and uni-modal heads.
 
@@ -123,16 +137,7 @@ class Student(nn.Module):
                 f"pretrained weights for {architecture!r}: expected a checkpoint file at {pretrained}, found none"
             )
 
-        try:
-            self.clip = open_clip.create_model(architecture, pretrained=pretrained)
-        except (pickle.UnpicklingError, EOFError, OSError, RuntimeError) as err:
-            # A damaged or foreign file: torch's refusal says to retry unsafely, so say what failed.
-            if isinstance(err, RuntimeError) and "state_dict" in str(err):
-                raise  # a readable file of another architecture: open_clip's message lists the keys
-            raise CheckpointError(
-                f"pretrained weights for {architecture!r}: {pretrained} is not a readable state dict "
-                f"({load_error_reason(err)}); softref loads weights only with weights_only=True"
-            ) from None
+        self.clip = _create_clip(architecture, pretrained)
         # Retrieval uses the heads and tau below; open_clip's logit scale would get no gradient.
         for name in ("logit_scale", "logit_bias"):
             param = getattr(self.clip, name, None)
