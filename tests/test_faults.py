@@ -14,9 +14,9 @@ finishes the DAG and its outputs must equal the reference's:
 - by content, where bytes legitimately differ: HDF5 shards and references (their ``created``
   attribute is the write time: every dataset and every other attribute must be equal), the
   neighbours table (its ``references_sha256`` metadata follows the references file's bytes: it
-  must name this run's own references), ``last.pt`` (every tensor and value but the wall-clock
-  entries of its log) and ``train_log.csv`` (all but the ``seconds``, ``wait_seconds`` and
-  ``fetch_seconds`` columns).
+  must name this run's own references), ``last.pt`` (every tensor and value but the measured
+  entries of its log) and ``train_log.csv`` (all but the measured columns: time and peak memory,
+  ``softref.train.trainer.MEASURED_COLUMNS``).
 
 No ``*.tmp-<pid>`` file may be left. The teachers are tiny open_clip towers with fixed weights
 (``local-dir:`` configs written here), so the suite costs little more than two runs of the DAG.
@@ -45,6 +45,7 @@ import pytest
 import yaml
 
 from softref.files import TMP_MARKER, file_sha256
+from softref.train.trainer import MEASURED_COLUMNS
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -56,8 +57,8 @@ RUN = "results/runs/demo-cusa/seed-23"
 CHECKPOINT = f"{RUN}/checkpoint.pt"
 TABLE = "results/table1.csv"
 ALL_TARGETS = (TABLE, "references")
-# Columns and log keys that hold wall-clock time.
-TIMING = ("seconds", "wait_seconds", "fetch_seconds")
+# Train log columns (and last.pt log keys) that hold measured time and memory, not results.
+TIMING = MEASURED_COLUMNS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,7 +378,7 @@ def _last_differences(a: Path, b: Path) -> list[str]:
     x, y = (torch.load(p, weights_only=True) for p in (a, b))
     for state in (x, y):
         state["log"] = [{k: v for k, v in row.items() if k not in TIMING} for row in state["log"]]
-    return [] if _torch_equal(x, y) else [f"{b}: a tensor or value differs (wall-clock log entries aside)"]
+    return [] if _torch_equal(x, y) else [f"{b}: a tensor or value differs (measured time and memory aside)"]
 
 
 def _file_differences(ref: Path, run: Path, rel: str) -> list[str]:
@@ -394,7 +395,7 @@ def _file_differences(ref: Path, run: Path, rel: str) -> list[str]:
         return _last_differences(a, b)
     if rel.endswith("train_log.csv"):
         x, y = (pd.read_csv(p).drop(columns=list(TIMING)) for p in (a, b))
-        return [] if x.equals(y) else [f"{b}: differs (timing columns aside)"]
+        return [] if x.equals(y) else [f"{b}: differs (measured columns aside)"]
     return [] if a.read_bytes() == b.read_bytes() else [f"{b}: bytes differ"]
 
 
