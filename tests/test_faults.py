@@ -108,7 +108,7 @@ def _config(weights: Path) -> dict:
                   "epochs": 2, "batch_size": 8}
     return {
         "demo": {**base["demo"], "num_identities": 10, "images_per_identity": 2, "captions_per_image": 2,
-                 "sts_pairs": 10},
+                 "split_fractions": [0.6, 0.2, 0.2], "sts_pairs": 10},
         "datasets": {"demo-coco": {**base["datasets"]["demo-coco"], "num_shards": 1, "teachers": list(TEACHERS)}},
         "teachers": {
             TEACHERS[0]: {"kind": "open_clip-image", "modality": "image", "image_size": 64, **teacher},
