@@ -483,6 +483,7 @@ class ShardWriter:
         self._check_finite("features", features, ids, start)
         if tokens is not None:
             self._check_finite("tokens", tokens, ids, start)
+
         def store() -> None:
             assert self._file is not None
             if tokens is not None:

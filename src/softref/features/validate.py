@@ -172,8 +172,8 @@ def _scan_file(path: Path, modality: str, problems: list[str]) -> tuple[ShardRep
 
 def _agreed(key: str, reports: list[ShardReport], evidence: dict[str, Any]) -> tuple[bool, Any]:
     """The value of attr ``key`` the shards should share: the one outside evidence names (the
-    folder's teacher, the file names' modality, the manifest's sha256) when a shard has it, else the
-    value most shards have; ``(False, None)`` when neither decides (two shards, two values)."""
+    folder's teacher, the file names' modality) when a shard has it, else the value most shards
+    have; ``(False, None)`` when neither decides (two shards, two values)."""
     values = [r.attrs[key] for r in reports if key in r.attrs]
     if key in evidence and evidence[key] in values:
         return True, evidence[key]
