@@ -105,7 +105,7 @@ def _config(weights: Path) -> dict:
     base = yaml.safe_load((REPO / "config.yaml").read_text())
     teacher = {"weights": str(weights), "architecture": f"local-dir:{weights.parent}"}
     experiment = {**base["experiments"]["demo-cusa"], "image_teacher": TEACHERS[0], "text_teacher": TEACHERS[1],
-                  "epochs": 2, "batch_size": 8}
+                  "epochs": 2, "batch_size": 8, "seed": 23, "seeds": []}  # one run: results/runs/demo-cusa/seed-23
     return {
         "demo": {**base["demo"], "num_identities": 10, "images_per_identity": 2, "captions_per_image": 2,
                  "split_fractions": [0.6, 0.2, 0.2], "sts_pairs": 10},
