@@ -22,8 +22,10 @@ teachers: $(STAMP)
 	$(BIN)/softref fetch-teachers models
 
 # Every table of the demo config: CUSA Tables 1-5 (results/table{1..5}) and MMRef's (results/mmref/).
+# --rerun-incomplete: after a kill, rerunning `make demo` redoes the interrupted jobs (README,
+# "If a run is interrupted"); profiles/default says the same for plain `snakemake` commands.
 demo: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --rerun-incomplete
 
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

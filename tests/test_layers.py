@@ -117,7 +117,7 @@ def test_the_light_layer_imports_only_itself() -> None:
         assert graph[module] <= set(LIGHT), (module, graph[module] - set(LIGHT))
 
 
-@pytest.mark.parametrize("module", ["softref.config", "softref.paths", "softref.names"])
+@pytest.mark.parametrize("module", ["softref.config", "softref.paths", "softref.names", "softref.preflight"])
 def test_config_layer_loads_neither_torch_nor_snakemake(module: str) -> None:
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'snakemake') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "restore_rng_state",
     "plain_config",
     "config_differences",
+    "load_error_reason",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", requir
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"{path}: not a readable softref checkpoint ({_reason(err)}); softref loads checkpoints only with "
+            f"{path}: not a readable softref checkpoint ({load_error_reason(err)}); softref loads checkpoints only with "
             f"weights_only=True, so delete the file and rerun the job that writes it"
         ) from None
     if not isinstance(obj, dict):
@@ -77,12 +79,31 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", requir
     return obj
 
 
-def _reason(err: BaseException) -> str:
-    """The first line of a loading error, without torch's advice to load with weights_only=False
-    (which would run arbitrary code from the file: never a fix softref suggests)."""
-    for line in str(err).splitlines():
+# Words of torch's advice on a refused file (turn weights-only loading off, allowlist its globals,
+# "if you trust the source"): running code from a file is never a fix softref suggests.
+_ADVICE = ("weights_only", "weights only", "arbitrary code", "trust", "safe_globals", "allowlist",
+           "documentation of torch.load", "file an issue")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def load_error_reason(err: BaseException) -> str:
+    """What went wrong when ``torch.load(weights_only=True)`` refused a file, as one line, without
+    torch's advice to turn weights-only loading off or to allowlist its classes.
+
+    Example:
+        >>> load_error_reason(RuntimeError("Weights only load failed. Re-running `torch.load` with "
+        ...     "`weights_only` set to `False` will likely succeed.\\nWeightsUnpickler error: Unsupported operand 103"))
+        'RuntimeError: WeightsUnpickler error: Unsupported operand 103'
+    """
+    text = _ANSI.sub("", str(err))
+    detail = text.partition("WeightsUnpickler error:")[2]
+    if detail.strip():
+        first = next(line.strip() for line in detail.splitlines() if line.strip())
+        first = re.split(r"\.\s+Please use|\s+Please use", first)[0].rstrip(". ")
+        return f"{type(err).__name__}: WeightsUnpickler error: {first}"
+    for line in text.splitlines():
         line = line.strip()
-        if line and "weights_only" not in line and "arbitrary code" not in line and "trusted source" not in line:
+        if line and not any(word in line.lower() for word in _ADVICE):
             return f"{type(err).__name__}: {line}"
     return type(err).__name__
 

@@ -10,6 +10,7 @@ Subcommands::
                     [--option KEY=VALUE ...]
     softref check-dataset FORMAT ROOT [--dataset NAME] [--annotations F] [--no-check-images]
                     [--option KEY=VALUE ...]
+    softref check-config CONFIG [--directory DIR]
     softref fetch-teachers [DEST]
     softref teacher-diagnostics MANIFEST_DIR [--image-features DIR] [--text-features DIR]
                     [--split train] [--relevance identity|facts] [--facts FILE --root DIR]
@@ -17,7 +18,7 @@ Subcommands::
 
 A softref error prints ``softref: error: <message>`` to stderr and exits with status 2 (the
 traceback is logged with ``--log-level DEBUG``); ``validate`` and ``check-dataset`` exit with
-1 when they find problems.
+1 when they find problems, as ``check-config`` does.
 """
 
 from __future__ import annotations
@@ -333,6 +334,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             f"skipped {result.num_skipped_images} missing images and {result.num_skipped_texts} "
             f"captions (listed in {result.skipped_path})"
         )
+    if result.num_empty_captions or result.num_uncaptioned_images:
+        print(
+            f"skipped {result.num_empty_captions} empty captions and {result.num_uncaptioned_images} images "
+            f"without a caption (listed in {result.skipped_path})"
+        )
     return 0
 
 
@@ -350,6 +356,22 @@ def cmd_check_dataset(args: argparse.Namespace) -> int:
     for line in format_check(check):
         print(line)
     return 0 if check.ok else 1
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from softref.preflight import check_config_file
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"--directory: no such folder: {directory}")
+    _, problems = check_config_file(args.config, base=directory)
+    if not problems:
+        print(f"{args.config}: ok: no problems found")
+        return 0
+    print(f"{args.config}: {len(problems)} problem(s):")
+    for problem in problems:
+        print(f"  {problem}")
+    return 1
 
 
 def cmd_fetch_teachers(args: argparse.Namespace) -> int:
@@ -455,9 +477,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_prepare(sub, list(FORMATS))
     _add_check_dataset(sub, list(FORMATS))
+    _add_check_config(sub)
     _add_fetch_teachers(sub)
     _add_teacher_diagnostics(sub)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (the error quotes what was given)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
@@ -491,7 +525,7 @@ def _add_neighbours(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--references", metavar="FILE", default=None,
                    help="results/references/<dataset>/<image_teacher>+<text_teacher>.h5")
     p.add_argument("--identity", default=None, help="an identity of the references (with --references)")
-    p.add_argument("--k", type=int, default=5, help="how many neighbours (default 5)")
+    p.add_argument("--k", type=_positive_int, default=5, help="how many neighbours, at least 1 (default 5)")
     p.add_argument("--manifest-dir", metavar="D",
                    help="folder of images.parquet / texts.parquet (default: results/data/<dataset> "
                    "next to DIR's results/features/<dataset>)")
@@ -539,6 +573,19 @@ def _add_check_dataset(sub: argparse._SubParsersAction, formats: Sequence[str]) 
     p.add_argument("--no-check-images", action="store_true", help="do not check that the images exist")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a format option, as for prepare")
     p.set_defaults(func=cmd_check_dataset)
+
+
+def _add_check_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-config", help="list every problem of a run config at once",
+                       description="The check every Snakemake run starts with: the schema, cross "
+                       "references, finite numbers, min_lr <= lr, dataset formats and their options, "
+                       "splits, and the weight and dataset files the run needs. Prints one line per "
+                       "problem, each starting with its key path; exit status 1 when there are any.")
+    p.add_argument("config", metavar="CONFIG", help="a run config (config.yaml, a preset, yours)")
+    p.add_argument("--directory", metavar="DIR", default=".",
+                   help="the folder the run starts in (Snakemake's --directory): relative paths are "
+                   "read from there (default: the current folder)")
+    p.set_defaults(func=cmd_check_config)
 
 
 def _add_fetch_teachers(sub: argparse._SubParsersAction) -> None:

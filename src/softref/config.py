@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -498,7 +499,9 @@ def _one_line(error: Any) -> str:
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(found) - set(allowed)) if isinstance(found, dict) else []
-        return f"{where}: unknown key(s) {extra}; expected some of {allowed}"
+        close = {k: difflib.get_close_matches(str(k), allowed, n=1, cutoff=0.6) for k in extra}
+        hint = "; ".join(f"did you mean {m[0]!r} for {k!r}?" for k, m in close.items() if m)
+        return f"{where}: unknown key(s) {extra}; expected some of {allowed}" + (f"; {hint}" if hint else "")
     if error.validator == "required":
         return f"{where}: {error.message}"
     if error.validator == "enum":

@@ -58,13 +58,19 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process here; a zombie (killed, not yet reaped: a job whose
+    Snakemake was killed with it) writes nothing more and counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS): the signal test is all there is
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:

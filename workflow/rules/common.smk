@@ -1,5 +1,4 @@
 # Config validation, typed config, input functions and wildcard constraints shared by all rules.
-import os
 import re
 import sys
 from pathlib import Path
@@ -22,11 +21,16 @@ envvars:
 
 from softref import paths
 from softref.config import TRAINING_IGNORES, load_config, validate_raw
+from softref.preflight import is_local_path, is_student_path, preflight
 
-# softref's own check (the package's schema, then the cross references): every problem is listed
-# at once, each with its key path, before any job starts.
-validate_raw(config)
-CFG = load_config(config)
+# softref's own check (`softref check-config`: the package's schema, the cross references, finite
+# numbers, formats and their options, splits, the weight and dataset files): every problem is
+# listed at once, each with its key path, before any job starts. A job that Snakemake starts on a
+# cluster node parses this file again; it only needs the typed config.
+if workflow.is_main_process:
+    CFG = preflight(config)
+else:
+    CFG = load_config(validate_raw(config))
 
 
 def _alternatives(names):
@@ -60,20 +64,17 @@ def dataset_params(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
-def _looks_local(weights):
-    """A weights value that names a file on disk (tracked as an input) rather than a hub name."""
-    return (
-        Path(weights).exists()
-        or os.path.isabs(weights)
-        or weights.startswith((".", "~", "models"))
-        or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".json"))
-    )
-
-
 def teacher_weights(wildcards):
     """Local weights of ``{teacher}`` as an input (a missing file stops the DAG naming it); none for hub names."""
     weights = CFG.teachers[wildcards.teacher].weights
-    return [weights] if _looks_local(weights) else []
+    return [weights] if is_local_path(weights) else []
+
+
+def student_weights(experiment):
+    """The local ``pretrained`` checkpoint of the experiment's student, as a list (none for a student
+    trained from scratch or an open_clip tag)."""
+    pretrained = CFG.students[CFG.experiments[experiment].student].pretrained
+    return [pretrained] if pretrained and is_student_path(pretrained) else []
 
 
 def extraction_params(wildcards):
@@ -152,16 +153,19 @@ def all_references(wildcards=None):
 
 
 def train_inputs(wildcards):
-    """Manifests of the experiment's dataset; CUSA's teacher shards (or, online, the teachers' local
-    weights); MMRef's teacher references."""
+    """Manifests of the experiment's dataset; the student's local weights (so a missing file stops the
+    DAG before any extraction); CUSA's teacher shards (or, online, the teachers' local weights);
+    MMRef's teacher references."""
     ex = CFG.experiments[wildcards.experiment]
     inputs = _manifests(ex.dataset)
+    if student_weights(wildcards.experiment):
+        inputs["student_weights"] = student_weights(wildcards.experiment)
     for modality, teacher in (("image", ex.image_teacher), ("text", ex.text_teacher)):
         if ex.reads_shards(modality):
             inputs[f"{modality}_shards"] = feature_shards(ex.dataset, teacher)
         elif ex.uses_teacher_features():  # online: the teacher itself runs in the train job
             weights = CFG.teachers[teacher].weights
-            if _looks_local(weights):
+            if is_local_path(weights):
                 inputs[f"{modality}_teacher_weights"] = weights
     if ex.needs_references():
         refs = paths.references(ex.dataset, ex.references_name)

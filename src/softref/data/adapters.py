@@ -86,11 +86,13 @@ __all__ = [
     "AnnotationError",
     "MissingImagesError",
     "AdapterOutput",
+    "CAPTION_FORMATS",
     "LoadedDataset",
     "PrepareResult",
     "FORMATS",
     "PLANNED_FORMATS",
     "adapter_options",
+    "check_captions",
     "get_adapter",
     "load_dataset",
     "prepare",
@@ -124,6 +126,8 @@ class PrepareResult:
     paths: tuple[Path, ...] = field(default=())
     num_positives: int = 0
     pairs_per_task: Mapping[str, int] = field(default_factory=dict)
+    num_empty_captions: int = 0
+    num_uncaptioned_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,12 @@ FORMATS: dict[str, Adapter] = {
     "reed-cub": reed_adapter("reed-cub", "images", class_subdirs=True),
     "reed-flowers": reed_adapter("reed-flowers", "jpg", class_subdirs=False),
 }
+
+#: Formats whose images come with captions: there an empty caption ("" or only whitespace) and an
+#: image without any caption are errors (or, with ``skip_missing``, left out and reported).
+CAPTION_FORMATS: tuple[str, ...] = (
+    "karpathy", "albef", "cusa-json", "eccv", "cuhk-pedes", "icfg-pedes", "rstpreid", "reed-cub", "reed-flowers",
+)
 
 # Formats named before their adapters existed; every one of them is now in FORMATS.
 PLANNED_FORMATS: tuple[str, ...] = ()
@@ -267,6 +277,45 @@ def load_dataset(
     )
 
 
+def _uncaptioned(fmt: str, images: pd.DataFrame, texts: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Masks of the empty captions (``""`` or only whitespace) of ``texts`` and of the images of
+    ``images`` without any other caption; both all-False outside :data:`CAPTION_FORMATS`."""
+    if fmt not in CAPTION_FORMATS:
+        return pd.Series(False, index=texts.index), pd.Series(False, index=images.index)
+    blank = texts["caption"].str.strip() == ""
+    captioned = set(texts.loc[~blank, "image_id"])
+    return blank, ~images["image_id"].isin(captioned)
+
+
+def _caption_error(fmt: str, annotations: Path, texts: pd.DataFrame, images: pd.DataFrame) -> AnnotationError:
+    """The error naming the annotation file and the records of empty captions and caption-less images."""
+    parts = []
+    if len(texts):
+        records = [f"text_id {t!r} (image_id {i!r})" for t, i in zip(texts["text_id"], texts["image_id"])]
+        parts.append(f"{len(texts)} empty caption(s) (\"\" or only whitespace), expected text: {_records(records)}")
+    if len(images):
+        records = [f"image_id {i!r} ({p})" for i, p in zip(images["image_id"], images["path"])]
+        parts.append(f"{len(images)} image(s) with no caption, expected at least one in a {fmt} dataset: "
+                     f"{_records(records)}")
+    return AnnotationError(
+        f"{annotations}: {'; '.join(parts)} (pass skip_missing=True, --skip-missing on the command line, "
+        "to leave them out; they are then listed in skipped.json)"
+    )
+
+
+def _records(values: Sequence[str], show: int = 5) -> str:
+    """The first ``show`` of ``values`` joined by commas, with how many more there are."""
+    more = f" (and {len(values) - show} more)" if len(values) > show else ""
+    return ", ".join(values[:show]) + more
+
+
+def check_captions(loaded: LoadedDataset) -> None:
+    """AnnotationError when a caption dataset has an empty caption or an image without a caption."""
+    blank, uncaptioned = _uncaptioned(loaded.format, loaded.images, loaded.texts)
+    if blank.any() or uncaptioned.any():
+        raise _caption_error(loaded.format, loaded.annotations, loaded.texts[blank], loaded.images[uncaptioned])
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +363,10 @@ def prepare(
         annotations: the annotation file (or, for multi-file formats, their folder), relative
             to ``root`` unless absolute; by default the format's standard name in ``root``.
         skip_missing: leave out images absent from disk (and their captions) instead of
-            failing, and report them in ``out_dir/skipped.json``.
+            failing, and in a caption format (:data:`CAPTION_FORMATS`) empty captions (``""`` or
+            only whitespace) and images left without a caption; all reported in
+            ``out_dir/skipped.json``. Without it any of them is an error naming the annotation
+            file and the records' ids.
         check_images: check that every listed image exists under ``root``.
         **options: format-specific options (e.g. ``image_dir`` for ``karpathy``); see
             :func:`adapter_options`.
@@ -334,6 +386,7 @@ def prepare(
     skipped: dict[str, Any] | None = None
     if check_images:
         tables, skipped = _leave_out_missing(loaded, tables, skip_missing, paths)
+    tables = _leave_out_uncaptioned(loaded, tables, skipped if skip_missing else None, paths)
 
     # Everything validated: now write.
     written = _write_manifests(out_dir, tables, paths, skipped if skip_missing else None)
@@ -354,6 +407,8 @@ def prepare(
         paths=tuple(written),
         num_positives=len(tables["positives"]),
         pairs_per_task=_counts(tables["pairs"], by="task"),
+        num_empty_captions=len((skipped or {}).get("empty_captions", [])),
+        num_uncaptioned_images=len((skipped or {}).get("uncaptioned_images", [])),
     )
     logger.info(
         "%s: wrote %s (images per split %s, texts per split %s)",
@@ -431,6 +486,38 @@ def _leave_out_missing(
         positives = positives[keep].reset_index(drop=True)
         validate_pair(images, texts, paths["texts"], positives)
     return {**tables, "images": images, "texts": texts, "positives": positives}, skipped
+
+
+def _leave_out_uncaptioned(
+    loaded: LoadedDataset,
+    tables: Mapping[str, pd.DataFrame],
+    skipped: dict[str, Any] | None,
+    paths: Mapping[str, Path],
+) -> dict[str, pd.DataFrame]:
+    """The tables without empty captions and images left without a caption, both added to the
+    ``skipped`` report; without a report (no ``skip_missing``) any of them is an AnnotationError."""
+    images, texts, positives = tables["images"], tables["texts"], tables["positives"]
+    blank, uncaptioned = _uncaptioned(loaded.format, images, texts)
+    if not (blank.any() or uncaptioned.any()):
+        return dict(tables)
+    if skipped is None:
+        raise _caption_error(loaded.format, loaded.annotations, texts[blank], images[uncaptioned])
+    skipped["empty_captions"] = [
+        {"text_id": t, "image_id": i} for t, i in zip(texts["text_id"][blank], texts["image_id"][blank])
+    ]
+    skipped["uncaptioned_images"] = [
+        {"image_id": i, "path": p} for i, p in zip(images["image_id"][uncaptioned], images["path"][uncaptioned])
+    ]
+    logger.warning(
+        "%s: leaving out %d empty caption(s) and %d image(s) without a caption; see %s",
+        loaded.annotations.name, int(blank.sum()), int(uncaptioned.sum()), paths["skipped"],
+    )
+    images = images[~uncaptioned].reset_index(drop=True)
+    texts = texts[~blank].reset_index(drop=True)
+    keep = positives["text_id"].isin(texts["text_id"]) & positives["image_id"].isin(images["image_id"])
+    positives = positives[keep].reset_index(drop=True)
+    validate_pair(images, texts, paths["texts"], positives)
+    return {**tables, "images": images, "texts": texts, "positives": positives}
 
 
 def _write_manifests(

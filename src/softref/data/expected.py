@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from softref.data.adapters import LoadedDataset, load_dataset
+from softref.data.adapters import LoadedDataset, check_captions, load_dataset
 
 __all__ = [
     "SplitSizes",
@@ -229,6 +229,7 @@ class DatasetCheck:
     images_checked: bool
     missing_images: int
     missing_examples: tuple[str, ...]
+    num_images: int = 0
 
     @property
     def mismatches(self) -> tuple[CheckRow, ...]:
@@ -284,8 +285,9 @@ def check_dataset(
         annotations, check_images, **options: as for :func:`softref.data.adapters.prepare`.
         expected: the table (default :data:`EXPECTED`).
 
-    Adapter and schema errors are raised as by ``prepare``; images absent on disk count as a
-    problem of the check, not as an error.
+    Adapter and schema errors are raised as by ``prepare``, and so are empty captions and images
+    without a caption in a caption dataset; images absent on disk count as a problem of the
+    check, not as an error.
     """
     table = EXPECTED if expected is None else expected
     if format in ("icfg-pedes", "reed-cub", "reed-flowers"):
@@ -294,6 +296,7 @@ def check_dataset(
     loaded = load_dataset(
         format, Path(root), annotations=annotations, check_images=check_images, **options
     )
+    check_captions(loaded)
     name = dataset if dataset is not None else dataset_of(format, loaded.annotations)
     if name not in table:
         raise ValueError(f"no expected sizes for dataset {name!r}; known: {sorted(table)}")
@@ -308,6 +311,7 @@ def check_dataset(
         images_checked=loaded.images_checked,
         missing_images=len(loaded.missing),
         missing_examples=tuple(loaded.missing["path"].head(5).tolist()),
+        num_images=len(loaded.images),
     )
 
 
@@ -322,7 +326,9 @@ def format_check(check: DatasetCheck) -> list[str]:
         expected = "-" if row.expected is None else f"{row.expected:,}"
         flag = "" if row.ok else "  MISMATCH"
         lines.append(f"  {row.split:<14}{row.kind:<12}{row.found:>10,}{expected:>10}{flag}")
-    if not check.images_checked:
+    if check.num_images == 0:
+        lines.append("images on disk: none listed (the dataset has no images)")
+    elif not check.images_checked:
         lines.append("images on disk: not checked")
     elif check.missing_images:
         shown = ", ".join(check.missing_examples)

@@ -20,8 +20,9 @@ that looks complete.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -194,6 +195,29 @@ def _quote(values: Sequence[Any]) -> str:
     return shown + (f" (and {len(values) - _SHOW} more)" if len(values) > _SHOW else "")
 
 
+class _ShardFile(io.FileIO):
+    """The temporary file under a writer's HDF5 handle (h5py's file-object driver).
+
+    After a failed write (a full disk, a file-size limit) the writer sets ``dropped``: later writes
+    are discarded, so the HDF5 handles, which flush when they close, close cleanly before the file
+    is deleted. With h5py's own file driver a handle whose flush fails stays registered in the HDF5
+    library, which then crashes when the process exits (a segmentation fault, seen with h5py 3 and
+    RLIMIT_FSIZE); with this file the job ends with its error.
+    """
+
+    dropped = False
+
+    def write(self, data: Any) -> int:
+        return memoryview(data).nbytes if self.dropped else super().write(data)
+
+    def truncate(self, size: int | None = None) -> int:
+        return int(size or 0) if self.dropped else super().truncate(size)
+
+    def flush(self) -> None:
+        if not self.dropped:
+            super().flush()
+
+
 class ShardWriter:
     """Write one shard atomically: ``<path>.tmp-<pid>`` first, renamed to ``path`` on success.
 
@@ -252,7 +276,9 @@ class ShardWriter:
         self.attrs = dict(attrs)
         self.token_shape = None if token_shape is None else tuple(int(x) for x in token_shape)
         self.tmp_path = temporary_name(self.path)
+        self._raw: _ShardFile | None = None
         self._file: h5py.File | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
         self._written: np.ndarray | None = None
 
     # -- context management ---------------------------------------------------------------
@@ -260,8 +286,9 @@ class ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path)
         np_dtype = _DTYPES[self.dtype]
-        self._file = h5py.File(self.tmp_path, "w")
+        self._raw = _ShardFile(self.tmp_path, "w+")
         try:
+            self._file = h5py.File(self._raw, "w")
             f = self._file
             for key, value in self.attrs.items():
                 f.attrs[key] = value
@@ -296,6 +323,10 @@ class ShardWriter:
         except BaseException:
             self._abort()
             raise
+        # Dataset handles stay open while the writer runs: one closed after each batch would flush its
+        # chunks on close, where a failed write (a full disk) leaves HDF5 with a handle it cannot
+        # release, which crashes the library when the process exits.
+        self._datasets = {name: self._file[name] for name in self._file}
         self._written = np.zeros(self.num_rows, dtype=bool)
         return self
 
@@ -315,12 +346,18 @@ class ShardWriter:
             raise
 
     def _abort(self) -> None:
+        if self._raw is not None:
+            self._raw.dropped = True  # HDF5 flushes on close: into the void, not onto a full disk
+        self._datasets = {}
         if self._file is not None:
             try:
                 self._file.close()
             except Exception:  # the file is deleted next; a close error adds nothing
                 pass
             self._file = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         self.tmp_path.unlink(missing_ok=True)
 
     def _finish(self) -> None:
@@ -331,17 +368,54 @@ class ShardWriter:
                 f"{self.path}: {len(missing)} of {self.num_rows} rows were never written; "
                 f"first missing rows: {_quote(missing.tolist())}"
             )
-        ids = self._file["ids"].asstr()[:] if self.num_rows else np.array([], dtype=object)
+        ids = self._datasets["ids"].asstr()[:] if self.num_rows else np.array([], dtype=object)
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
             raise ShardError(
                 f"{self.path}: ids must be unique within a shard, found duplicates "
                 f"{_quote(uniq[counts > 1].tolist())}"
             )
-        self._file.attrs["complete"] = True
-        self._file.close()
+        failure = self._guarded(self._file.flush, "the last rows")  # every row on disk before `complete`
+        if failure is None:
+            self._file.attrs["complete"] = True
+            self._datasets = {}
+            failure = self._guarded(self._file.close, "the attributes")
+        if failure is not None:
+            raise failure
         self._file = None
+        assert self._raw is not None
+        self._raw.close()
+        self._raw = None
         publish(self.tmp_path, self.path)
+
+    def _guarded(self, write: Callable[[], None], what: str) -> ShardError | None:
+        """Run ``write``; on a failed write (a full disk, a file-size limit) drop every later write and
+        return the error to raise. It is raised outside the ``except`` block on purpose: an error
+        chained to h5py's would keep h5py's objects alive until the interpreter exits, and their
+        release then crashes the HDF5 library."""
+        try:
+            write()
+        except (OSError, RuntimeError) as err:
+            assert self._raw is not None
+            self._raw.dropped = True
+            return self._failed(err, what)
+        return None
+
+    def _failed(self, err: BaseException, what: str) -> ShardError:
+        """The error of a failed write (a full disk, a file-size limit), naming the shard."""
+        text = str(err)
+        message = re.search(r"error message = '([^']*)'", text)
+        errno = re.search(r"errno = (\d+)", text)
+        if isinstance(err, OSError) and err.strerror:
+            reason = f"{err.strerror} (errno {err.errno})"
+        elif message and errno:
+            reason = f"{message.group(1)} (errno {errno.group(1)})"
+        else:
+            reason = text.splitlines()[0] if text else type(err).__name__
+        return ShardError(
+            f"{self.path}: writing {what} failed: {reason}; is the disk full or a file-size limit "
+            f"reached? The temporary file {self.tmp_path.name} is removed: no shard was written"
+        )
 
     # -- writing ---------------------------------------------------------------------------
     def _check_finite(self, name: str, values: np.ndarray, ids: Sequence[str], start: int) -> None:
@@ -409,9 +483,19 @@ class ShardWriter:
         self._check_finite("features", features, ids, start)
         if tokens is not None:
             self._check_finite("tokens", tokens, ids, start)
-            self._file["tokens"][start:stop] = tokens
-        self._file["ids"][start:stop] = np.array(ids, dtype=object)
-        self._file["features"][start:stop] = features
+
+        def store() -> None:
+            assert self._file is not None
+            if tokens is not None:
+                self._datasets["tokens"][start:stop] = tokens
+            self._datasets["ids"][start:stop] = np.array(ids, dtype=object)
+            self._datasets["features"][start:stop] = features
+            # Flushed per batch so that a full disk stops the job at the batch that hit it.
+            self._file.flush()
+
+        failure = self._guarded(store, f"the batch at row {start}")
+        if failure is not None:
+            raise failure
         self._written[start:stop] = True
 
 

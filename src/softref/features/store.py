@@ -273,12 +273,31 @@ class FeatureStore:
             shape = (self._dim,) if name == "features" else self._file(0)[name].shape[1:]
             return np.empty((0,) + tuple(shape), dtype=dtype)
         buf = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        self._check_finite(buf, uniq, files, name)
         return buf[inverse.reshape(-1)].astype(dtype, copy=False)
+
+    def _check_finite(self, rows: np.ndarray, positions: np.ndarray, files: np.ndarray, name: str) -> None:
+        """ShardError naming the shard, row and id of the first NaN/inf row among those read (the
+        writer refuses such rows, so they come from a damaged or foreign file): checked on every
+        read, it costs one pass over the batch, where a scan of the shards would read them whole."""
+        finite = np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
+        if finite.all():
+            return
+        bad = np.flatnonzero(~finite)
+        first = int(bad[0])
+        path = self._paths[int(files[first])]
+        row = int(positions[first] - self._offsets[int(files[first])])
+        raise ShardError(
+            f"{path}: row {row} (id {self._ids[int(positions[first])]!r}) holds non-finite {name} (NaN/inf); "
+            f"{len(bad)} of the {len(rows)} rows just read do; expected finite teacher features. "
+            f"`softref validate {path.parent}` lists every such row; delete the shard and rerun its extraction"
+        )
 
     def get(self, ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
         """Features of ``ids`` in request order: ``(len(ids), dim)`` in ``dtype``.
 
-        Raises KeyError naming the first unknown id.
+        Raises KeyError naming the first unknown id, ShardError naming the shard, row and id of a
+        NaN/inf row.
         """
         return self._gather(list(ids), "features", dtype)
 

@@ -170,22 +170,67 @@ def _scan_file(path: Path, modality: str, problems: list[str]) -> tuple[ShardRep
     return report, ids
 
 
-def _check_group(
-    modality: str, reports: list[ShardReport], ids_of: dict[Path, list[str]], problems: list[str]
+def _agreed(key: str, reports: list[ShardReport], evidence: dict[str, Any]) -> tuple[bool, Any]:
+    """The value of attr ``key`` the shards should share: the one outside evidence names (the
+    folder's teacher, the file names' modality) when a shard has it, else the value most shards
+    have; ``(False, None)`` when neither decides (two shards, two values)."""
+    values = [r.attrs[key] for r in reports if key in r.attrs]
+    if key in evidence and evidence[key] in values:
+        return True, evidence[key]
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[repr(value)] = counts.get(repr(value), 0) + 1
+    ranked = sorted(counts.values(), reverse=True)
+    if not ranked or (len(ranked) > 1 and ranked[0] == ranked[1]):
+        return False, None
+    top = max(counts, key=counts.__getitem__)
+    return True, next(v for v in values if repr(v) == top)
+
+
+def _check_agreement(
+    modality: str, usable: list[ShardReport], evidence: dict[str, Any], why: dict[str, str],
+    skip: tuple[str, ...], problems: list[str],
 ) -> None:
-    """Shards of one modality agree, none is missing, no id is in two of them."""
+    """Blame the shards whose attrs differ from the agreed value (never the good shard of a pair)."""
+    for key in CONSISTENT_ATTRS:
+        if key in skip or len({repr(r.attrs[key]) for r in usable if key in r.attrs}) < 2:
+            continue
+        decided, value = _agreed(key, usable, evidence)
+        if not decided:
+            found = ", ".join(f"{r.path.name} has {r.attrs[key]!r}" for r in usable if key in r.attrs)
+            problems.append(
+                f"{usable[0].path.parent}: the {modality} shards disagree on attr {key!r} ({found}) and "
+                f"nothing says which is right; all {modality} shards must agree"
+            )
+            continue
+        agree = [r.path.name for r in usable if key in r.attrs and r.attrs[key] == value]
+        reason = f"as {why[key]}" if key in evidence and value == evidence[key] else f"as in {', '.join(agree[:_SHOW])}"
+        for r in usable:
+            if key in r.attrs and r.attrs[key] != value:
+                problems.append(
+                    f"{r.path}: attr {key!r} is {r.attrs[key]!r}, expected {value!r} ({reason}); "
+                    f"all {modality} shards must agree"
+                )
+
+
+def _check_group(
+    modality: str,
+    reports: list[ShardReport],
+    ids_of: dict[Path, list[str]],
+    problems: list[str],
+    skip: tuple[str, ...] = (),
+) -> None:
+    """Shards of one modality agree (but on the attrs in ``skip``), none is missing, no id is in
+    two of them."""
     usable = [r for r in reports if r.attrs]
     if not usable:
         return
     first = usable[0]
-    for r in usable[1:]:
-        for key in CONSISTENT_ATTRS:
-            if key in r.attrs and key in first.attrs and r.attrs[key] != first.attrs[key]:
-                problems.append(
-                    f"{r.path}: attr {key!r} is {r.attrs[key]!r} but {first.path.name} has "
-                    f"{first.attrs[key]!r}; all {modality} shards must agree"
-                )
-    num_shards = first.attrs.get("num_shards")
+    # What the folder says: results/features/<dataset>/<teacher>/<modality>-<shard>.h5.
+    evidence = {"modality": modality, "teacher": first.path.parent.name}
+    why = {"modality": "the file names say", "teacher": "the folder's name says"}
+    _check_agreement(modality, usable, evidence, why, skip, problems)
+    _, num_shards = _agreed("num_shards", usable, {})
     if isinstance(num_shards, int):
         present = {r.shard for r in usable}
         missing = sorted(set(range(num_shards)) - present)
@@ -295,9 +340,12 @@ def validate_shards(
     if not files:
         problems.append(f"{directory}: no feature shards (images-<shard>.h5 / texts-<shard>.h5)")
 
+    manifests = {"images": images_manifest, "texts": texts_manifest}
     for modality, reports in by_modality.items():
-        _check_group(modality, reports, ids_of, problems)
-    for modality, manifest in (("images", images_manifest), ("texts", texts_manifest)):
+        # With its manifest, a shard of another manifest is blamed by _check_manifest, shard by shard.
+        skip = ("manifest_sha256",) if manifests[modality] is not None else ()
+        _check_group(modality, reports, ids_of, problems, skip)
+    for modality, manifest in manifests.items():
         if manifest is not None:
             _check_manifest(modality, Path(manifest), by_modality[modality], ids_of, problems)
     return ValidationReport(directory, tuple(files), tuple(problems), tuple(warnings))

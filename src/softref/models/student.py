@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import Tensor, nn
 
-from softref.checkpoints import CheckpointError, load_checkpoint
+from softref.checkpoints import CheckpointError, load_checkpoint, load_error_reason
 from softref.data.captions import pre_caption
 
 __all__ = ["MODEL_CONFIG_DIR", "HEADS", "register_model_configs", "Student", "load_student"]
@@ -65,6 +66,20 @@ def _check_range(name: str, init: float, bounds: tuple[float, float]) -> tuple[f
 
 def _looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or "/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
+
+
+def _create_clip(architecture: str, pretrained: str | None) -> nn.Module:
+    """``open_clip.create_model``; a damaged or foreign weights file is a CheckpointError naming it
+    (torch's own refusal says to retry unsafely, which softref never suggests)."""
+    try:
+        return open_clip.create_model(architecture, pretrained=pretrained)
+    except (pickle.UnpicklingError, EOFError, OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "state_dict" in str(err):
+            raise  # a readable file of another architecture: open_clip's message lists the keys
+        raise CheckpointError(
+            f"pretrained weights for {architecture!r}: {pretrained} is not a readable state dict "
+            f"({load_error_reason(err)}); softref loads weights only with weights_only=True"
+        ) from None
 
 
 class Student(nn.Module):
@@ -122,7 +137,7 @@ class Student(nn.Module):
                 f"pretrained weights for {architecture!r}: expected a checkpoint file at {pretrained}, found none"
             )
 
-        self.clip = open_clip.create_model(architecture, pretrained=pretrained)
+        self.clip = _create_clip(architecture, pretrained)
         # Retrieval uses the heads and tau below; open_clip's logit scale would get no gradient.
         for name in ("logit_scale", "logit_bias"):
             param = getattr(self.clip, name, None)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
+from softref.checkpoints import load_error_reason
 from softref.teachers.base import (
     ConvertRGB,
     ImageTeacher,
@@ -86,7 +87,7 @@ def load_efficientnet_lite0(path: str | os.PathLike[str], image_size: int = 224)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for foreign or damaged files
-        raise TeacherError(f"cannot read EfficientNet-Lite0 weights {path}: {error}") from error
+        raise TeacherError(f"cannot read EfficientNet-Lite0 weights {path}: {load_error_reason(error)}") from None
     if not isinstance(state, dict):
         raise TeacherError(f"EfficientNet-Lite0 weights {path} hold a {type(state).__name__}, expected a state dict")
     model = build_efficientnet_lite0(image_size)

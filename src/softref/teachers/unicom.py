@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms as T
 
+from softref.checkpoints import load_error_reason
 from softref.teachers.base import (
     ConvertRGB,
     ImageTeacher,
@@ -234,7 +235,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises several types for foreign or damaged files
-            raise TeacherError(f"cannot read Unicom checkpoint {path}: {error}") from error
+            raise TeacherError(f"cannot read Unicom checkpoint {path}: {load_error_reason(error)}") from None
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
