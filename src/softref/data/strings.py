@@ -135,19 +135,32 @@ class StringIndex:
 
     def lookup(self, queries: Sequence[str]) -> np.ndarray:
         """int64 values of ``queries`` in order; -1 where a query is not a key."""
+        at = self.find(queries)
+        return np.where(at >= 0, self.values[at], -1) if len(self.values) else at
+
+    def find(self, queries: Sequence[str]) -> np.ndarray:
+        """Where each query is in :attr:`keys` (sorted), in order; -1 where a query is not a key.
+
+        For arrays aligned with the sorted keys: ``other[find(q)]``.
+        """
         out = np.full(len(queries), -1, dtype=np.int64)
         if len(queries) == 0 or len(self.keys) == 0:
             return out
-        raw = _fixed_width(queries)
+        encoded = [q.encode("utf-8") for q in queries]
         width = self.keys.dtype.itemsize
-        # A query longer than every key is no key; casting it to the keys' width would cut it.
-        fits = np.char.str_len(raw) <= width if raw.dtype.itemsize > width else np.ones(len(raw), bool)
-        # An ``S`` array drops trailing NULs ("a\x00" would read as "a"); keys have no NUL.
-        fits &= np.fromiter(("\x00" not in q for q in queries), bool, len(queries))
-        candidates = raw[fits].astype(self.keys.dtype)
+        # A query longer than every key is no key (cast to the keys' width it would be cut), and
+        # an ``S`` array drops trailing NULs ("a\x00" would read as "a"; keys have no NUL).
+        if max(map(len, encoded)) <= width and b"\x00" not in b"".join(encoded):
+            candidates, where = np.array(encoded, dtype=self.keys.dtype), None
+        else:
+            fits = [len(e) <= width and b"\x00" not in e for e in encoded]
+            candidates = np.array([e for e, ok in zip(encoded, fits) if ok], dtype=self.keys.dtype)
+            where = np.flatnonzero(fits)
         at = np.minimum(np.searchsorted(self.keys, candidates), len(self.keys) - 1)
         found = self.keys[at] == candidates
-        out[np.flatnonzero(fits)[found]] = self.values[at[found]]
+        if where is None:
+            return np.where(found, at, -1)
+        out[where[found]] = at[found]
         return out
 
     def __contains__(self, key: object) -> bool:

@@ -6,8 +6,8 @@ by row on demand, so memory does not grow with the dataset beyond that index. Th
 numpy arrays (:class:`~softref.data.strings.StringIndex`), not a dict of Python strings, so
 forked DataLoader workers share it with the parent instead of copying it page by page.
 
-Rows are read as the bytes HDF5 stored (:func:`~softref.features.shards.pread_rows`: one
-``os.preadv`` per run of rows adjacent in the file, straight into the output array), since
+Rows are read as the bytes HDF5 stored (:class:`~softref.features.shards.RowTable`: one
+``os.preadv`` per run of rows adjacent in a file, straight into the output array), since
 h5py costs about 70 us per row read on its own (measured: 128 random rows of 37,632-d float16,
 warm, 1.2 ms by ``preadv`` against 10-14 ms by h5py slices). Datasets whose rows are not plain
 bytes in the file (filters, chunks narrower than a row) are read through h5py.
@@ -35,10 +35,9 @@ from softref.features.shards import (
     CONSISTENT_ATTRS,
     MODALITIES,
     TMP_MARKER,
-    RowLayout,
+    RowTable,
     ShardError,
     parse_shard_filename,
-    pread_rows,
     read_complete_attrs,
     read_rows,
     read_shard_attrs,
@@ -99,14 +98,14 @@ class FeatureStore:
         ids: list[str] = []
         dtypes: list[np.dtype] = []
         self._has_tokens: list[bool] = []
-        self._layouts: dict[tuple[int, str], RowLayout | None] = {}
+        layouts = []
         offsets = [0]
         for i, path in enumerate(self._paths):
             with h5py.File(path, "r") as f:
                 file_ids = f["ids"].asstr()[:].tolist() if len(f["ids"]) else []
                 nfeat = f["features"].shape[0]
                 self._has_tokens.append("tokens" in f)
-                self._layouts[i, "features"] = row_layout(f["features"])
+                layouts.append(row_layout(f["features"]))
                 dtypes.append(f["features"].dtype)
             if nfeat != len(file_ids):
                 raise ShardError(
@@ -120,6 +119,8 @@ class FeatureStore:
         del ids
         self._by_row = np.argsort(self._index.values)  # sorted-key position of each global row
         self._check_unique()
+        # Per dataset: its RowTable and the place of every row in sorted-key order (None: h5py).
+        self._tables: dict[str, tuple[RowTable, np.ndarray] | None] = {"features": self._row_table(layouts)}
         self._pid = os.getpid()
         self._handles: dict[int, h5py.File] = {}
         self._fds: dict[int, int] = {}
@@ -290,68 +291,82 @@ class FeatureStore:
             self._handles[i] = handle
         return handle
 
-    def _fd(self, i: int) -> int:
+    def _fd_list(self) -> list[int]:
+        """This process's read-only descriptor of every file (opened on first use)."""
         self._this_process()
-        fd = self._fds.get(i)
-        if fd is None:
-            fd = self._fds[i] = os.open(self._paths[i], os.O_RDONLY)
-        return fd
+        if len(self._fds) < len(self._paths):
+            for i, path in enumerate(self._paths):
+                if i not in self._fds:
+                    self._fds[i] = os.open(path, os.O_RDONLY)
+        return [self._fds[i] for i in range(len(self._paths))]
 
-    def _layout(self, i: int, name: str) -> RowLayout | None:
-        key = (i, name)
-        if key not in self._layouts:
-            self._layouts[key] = row_layout(self._file(i)[name])
-        return self._layouts[key]
+    def _row_table(self, layouts: Sequence[Any]) -> tuple[RowTable, np.ndarray] | None:
+        """One table of every file's rows and each key's row place, or None (then h5py reads the
+        rows) when a file's rows are not plain bytes or the files disagree on dtype or row shape."""
+        if any(layout is None for layout in layouts):
+            return None
+        try:
+            table = RowTable(layouts, self._offsets)
+        except ValueError:
+            return None
+        return table, table.places(self._index.values)
 
-    def _positions(self, ids: Sequence[str]) -> np.ndarray:
-        positions = self._index.lookup(ids)
-        unknown = np.flatnonzero(positions < 0)
+    def _table(self, name: str) -> tuple[RowTable, np.ndarray] | None:
+        if name not in self._tables:
+            self._tables[name] = self._row_table([row_layout(self._file(i)[name]) for i in range(len(self._paths))])
+        return self._tables[name]
+
+    def _find(self, ids: Sequence[str]) -> np.ndarray:
+        """Where each id is among the index's sorted keys; KeyError naming the first unknown id."""
+        at = self._index.find(ids)
+        unknown = np.flatnonzero(at < 0)
         if len(unknown):
             raise KeyError(
                 f"id {ids[int(unknown[0])]!r} not in the {self._attrs.get('modality')} features of teacher "
                 f"{self._attrs.get('teacher')!r} ({len(self)} ids in "
                 f"{self._paths[0].parent})"
             )
-        return positions
+        return at
 
-    def _read_file(self, i: int, name: str, rows: np.ndarray, out: np.ndarray, slots: np.ndarray) -> None:
-        """Rows of file ``i`` into ``out[slots]``: as stored bytes where possible, else through h5py."""
-        layout = self._layout(i, name)
-        if layout is None:
-            out[slots] = read_rows(self._file(i)[name], rows)
-        elif layout.dtype == out.dtype:
-            pread_rows(self._fd(i), layout, rows, out, slots)
-        else:  # shards of mixed dtypes: read as stored, cast into place
-            part = np.empty((len(rows),) + layout.row_shape, dtype=layout.dtype)
-            pread_rows(self._fd(i), layout, rows, part, np.arange(len(rows)))
-            out[slots] = part
-
-    def _gather(self, ids: Sequence[str], name: str, dtype: Any) -> np.ndarray:
-        positions = self._positions(ids)
-        if name == "features":
-            row_shape, stored = (self._dim,), self._dtype
+    def _gather(self, ids: Sequence[str], name: str, dtype: Any, out: np.ndarray | None = None) -> np.ndarray:
+        at = self._find(ids)
+        fast = self._table(name)
+        if fast is not None:
+            table, places = fast
+            shape, stored = (len(ids),) + table.row_shape, table.dtype
         else:
-            row_shape, stored = tuple(self._file(0)[name].shape[1:]), self._file(0)[name].dtype
-        out = np.empty((len(ids),) + row_shape, dtype=stored)
-        # Each distinct row is read once, into the slot of its first request; repeats are copied.
-        uniq, first, inverse = np.unique(positions, return_index=True, return_inverse=True)
-        files = np.searchsorted(self._offsets, uniq, side="right") - 1
-        for i in np.unique(files).tolist():
-            mine = files == i
-            self._read_file(i, name, uniq[mine] - self._offsets[i], out, first[mine])
-        source = first[inverse.reshape(-1)]
-        repeats = np.flatnonzero(source != np.arange(len(ids)))
-        if len(repeats):
-            out[repeats] = out[source[repeats]]
-        return out if dtype is None else out.astype(dtype, copy=False)
+            datasets = [self._file(i)[name] for i in range(len(self._paths))]
+            shape, stored = (len(ids),) + tuple(datasets[0].shape[1:]), np.result_type(*(d.dtype for d in datasets))
+        want = stored if dtype is None else np.dtype(dtype)
+        if out is not None and (out.shape != shape or out.dtype != want or not out.flags.c_contiguous):
+            raise ValueError(f"out: expected a C-contiguous {want} array of shape {shape}, found {out.dtype} "
+                             f"{out.shape}{'' if out.flags.c_contiguous else ' (not C-contiguous)'}")
+        if fast is not None:
+            rows = out if out is not None and want == stored else np.empty(shape, dtype=stored)
+            table.read(self._fd_list(), places[at], rows)
+        else:
+            # h5py reads sorted distinct rows per file; each request then takes its row.
+            uniq, inverse = np.unique(self._index.values[at], return_inverse=True)
+            files = np.searchsorted(self._offsets, uniq, side="right") - 1
+            buf = np.empty((len(uniq),) + shape[1:], dtype=stored)
+            for i in np.unique(files).tolist():
+                buf[files == i] = read_rows(datasets[i], uniq[files == i] - self._offsets[i])
+            rows = buf[inverse.reshape(-1)]
+        if out is None:
+            return rows.astype(want, copy=False)
+        if rows is not out:
+            out[...] = rows
+        return out
 
-    def get(self, ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
+    def get(self, ids: Sequence[str], dtype: Any = np.float32, out: np.ndarray | None = None) -> np.ndarray:
         """Features of ``ids`` in request order: ``(len(ids), dim)`` in ``dtype``.
 
         ``dtype=None`` keeps the stored dtype (:attr:`dtype`): the trainer's collator does, and
-        casts on the device. Raises KeyError naming the first unknown id.
+        casts on the device. ``out``: a C-contiguous array of that shape and dtype to read into
+        (e.g. shared or pinned memory; rows in the stored dtype land there without a copy),
+        returned. Raises KeyError naming the first unknown id.
         """
-        return self._gather(list(ids), "features", dtype)
+        return self._gather(list(ids), "features", dtype, out)
 
     def get_tokens(self, ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
         """Token features of ``ids`` in request order: ``(len(ids), T, C)`` in ``dtype`` (None: as stored)."""
