@@ -28,14 +28,20 @@ fetch: teacher fetch per batch of ``--batch-size`` (128) against the raw read of
     rows by text_id. The raw read is one ``os.preadv`` per distinct row of the batch, of exactly
     the row's bytes at its file offset (from the HDF5 chunk index, looked up before the clock
     starts), in file order, into one preallocated buffer: no id lookup, no ordering, no copy.
+    For the text rows (ten to an HDF5 chunk) also against the raw read of the chunks holding
+    them, the measure of the earlier note (what h5py has to read).
     The fetch is ``FeatureStore.get(ids, dtype=None)``, what ``BatchCollator`` calls (rows in
     request order, repeats included, in the stored float16; the float32 cast is ``Batch.to``'s,
     on the device). Beside them, for reference: the previous read path (h5py row slices, then a
     float32 cast on the host), and for the text rows the other options weighed: a memory map of
     the shards (a row copy each) and the whole text features in RAM (a numpy gather).
-    Warm: every batch's rows were read once before (page cache); cold: each timed read follows
+    Warm: every batch's rows were read once before (page cache), and each read is timed
+    ``--repeats`` times, the best kept (other jobs on the cores stretch single runs at random);
+    both into buffers allocated before (the read path alone) and into memory each call allocates
+    (as a collator gets it, first-touch page faults included). Cold: each timed read follows
     ``posix_fadvise(DONTNEED)`` on every shard (the page cache dropped; HDF5's own metadata
-    cache stays, as in training). Goal: fetch / raw <= 1.5 for image, text and both, warm and
+    cache stays, as in training, but its chunk cache is emptied before the cold reads), each
+    method on batches of its own. Goal: fetch / raw <= 1.5 for image, text and both, warm and
     cold. The rows read by the fetch are checked bit for bit against h5py's.
 memory: host memory of the training loader over ``--memory-batches`` (1,000) batches in
     ``--memory-epochs`` (2) epochs, for each of ``--workers`` (0 2 4) DataLoader workers, each
@@ -46,10 +52,21 @@ memory: host memory of the training loader over ``--memory-batches`` (1,000) bat
     decoded by PIL and blown up to ``--pixels`` (224) square float32, so each batch carries the
     pixel bytes of a real one. PSS (proportional set size: shared pages split between the
     processes sharing them) is summed over the process and its workers
-    (``/proc/<pid>/smaps_rollup``) every ``--sample-every`` batches. Goals: peak under 3 GB with
-    4 workers; growth from batch 100 to the last batch under 64 MiB for every worker count
-    (flat in batches); and flat in workers: each worker adds under 256 MiB, its own Python,
-    torch and prefetched batches, nothing that scales with the dataset.
+    (``/proc/<pid>/smaps_rollup``) every ``--sample-every`` batches, less its shared-memory part,
+    plus what /dev/shm holds beyond its level before the run: torch passes each batch from a
+    worker in an unlinked /dev/shm file, and a batch waiting in the queue is mapped by no
+    process, so no PSS shows it (each shared page thus counts once). The main process does
+    with each batch what it does before a GPU step: it reads every byte of its tensors, as the
+    copy to the device does (the float32 cast of the teacher rows then runs on the device, so
+    no host memory; on a CPU-only run the cast and the step are the host's, outside this
+    measure). Goals: peak under 3 GB with 4 workers;
+    flat in batches: growth from batch 100 to the last (a least-squares line through the samples,
+    as the batches in flight make single samples swing) under 64 MiB for every worker count;
+    flat in workers: a worker's private memory (Private_Dirty: what it allocated and what it
+    copied on write, where copies of the parent's lists and dicts would land) at most the
+    decoded pixels of the batch it builds plus 128 MiB, growing under 16 MiB over the run; the
+    rest a worker adds are the batches it prefetches (2), shown as /dev/shm. The main process
+    runs one torch thread, as the workers do.
 
 Data (fetch, memory): COCO-scale random data in a temporary folder under ``--workdir``
 (default: the system temp folder), removed when the script ends, also on Ctrl-C or SIGTERM:
@@ -103,7 +120,7 @@ from softref.evaluate.metrics import CHUNK_ELEMENTS, map_r_precision_r1_both_way
 from softref.evaluate.retrieval import image_text_metrics
 from softref.features import FeatureStore, ShardWriter
 from softref.features.shards import read_rows, row_layout
-from softref.train.data import BatchCollator, EpochBatchSampler, TrainPairs, load_pairs, make_loader
+from softref.train.data import BATCHES_IN_FLIGHT, BatchCollator, EpochBatchSampler, TrainPairs, load_pairs, make_loader
 
 CAPTIONS_PER_IMAGE = 5
 RECALL_TARGET = 1.5
@@ -113,7 +130,8 @@ FETCH_TARGET = 1.5
 MEMORY_PEAK_TARGET = 3e9  # bytes, with 4 workers
 GROWTH_TARGET = 64 * 2**20  # bytes, from batch GROWTH_FROM to the last
 GROWTH_FROM = 100
-PER_WORKER_TARGET = 256 * 2**20  # bytes
+WORKER_RUNTIME = 128 * 2**20  # private bytes a worker may hold besides the decoded pixels of one batch
+WORKER_GROWTH_TARGET = 16 * 2**20  # bytes a worker's private memory may grow over the run
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -454,6 +472,18 @@ class _Rows:
             plan += [(self.fds[i], int(o)) for o in offsets.tolist()]
         return plan
 
+    def chunk_plan(self, ids: Sequence[str]) -> tuple[list[tuple[int, int]], int]:
+        """(descriptor, byte offset) of each distinct HDF5 chunk holding a row of ``ids``, in file
+        order, and the chunk size: what h5py reads for those rows (not timed)."""
+        rows = np.unique(self.index.lookup(ids))
+        files = np.searchsorted(self.starts, rows, side="right") - 1
+        plan = []
+        for i in np.unique(files).tolist():
+            layout = self.layouts[i]
+            chunks = np.unique((rows[files == i] - self.starts[i]) // layout.rows_per_chunk)
+            plan += [(self.fds[i], int(o)) for o in np.sort(layout.chunk_offsets[chunks]).tolist()]
+        return plan, self.layouts[0].rows_per_chunk * self.row_bytes
+
     def raw(self, plan: list[tuple[int, int]], buffer: np.ndarray) -> None:
         """The floor: one preadv of each row's bytes into a preallocated buffer."""
         view, size = memoryview(buffer.reshape(-1)), self.row_bytes
@@ -532,6 +562,14 @@ def _fetch_methods(image: _Rows, text: _Rows, stores: tuple[FeatureStore, Featur
     image_buf = np.empty((len(image_plan), image.row_bytes), np.uint8)
     text_buf = np.empty((len(text_plan), text.row_bytes), np.uint8)
     image_out = np.empty((len(image_ids), image_store.dim), image_store.dtype)
+    chunk_plan, chunk_bytes = text.chunk_plan(text_ids)
+    chunk_buf = np.empty((len(chunk_plan), chunk_bytes), np.uint8)
+    chunk_view = memoryview(chunk_buf.reshape(-1))
+
+    def raw_chunks() -> None:
+        for k, (fd, offset) in enumerate(chunk_plan):
+            os.preadv(fd, [chunk_view[k * chunk_bytes : (k + 1) * chunk_bytes]], offset)
+
     text_out = np.empty((len(text_ids), text_store.dim), text_store.dtype)
 
     def raw_new(rows: _Rows, plan: list[tuple[int, int]]) -> np.ndarray:
@@ -547,6 +585,7 @@ def _fetch_methods(image: _Rows, text: _Rows, stores: tuple[FeatureStore, Featur
         ("text", "fetch"): lambda: text_store.get(text_ids, dtype=None, out=text_out),
         ("text", "h5py"): lambda: text.h5py_then_cast(text_ids),
         ("text", "mmap"): lambda: text.mapped(text_ids),
+        ("text", "raw chunks"): raw_chunks,
         ("both", "raw"): lambda: (image.raw(image_plan, image_buf), text.raw(text_plan, text_buf)),
         ("both", "fetch"): lambda: (image_store.get(image_ids, dtype=None, out=image_out),
                                     text_store.get(text_ids, dtype=None, out=text_out)),
@@ -566,10 +605,12 @@ def _fetch_methods(image: _Rows, text: _Rows, stores: tuple[FeatureStore, Featur
 
 
 def _fetch_times(image: _Rows, text: _Rows, stores: tuple[FeatureStore, FeatureStore],
-                 batches: list[tuple[list[str], list[str]]], cold: bool) -> dict[tuple[str, str], list[float]]:
+                 batches: list[tuple[list[str], list[str]]], cold: bool,
+                 repeats: int = 1) -> dict[tuple[str, str], list[float]]:
     """Per-batch seconds of every method; the order of the methods rotates from batch to batch.
 
-    Warm: each method reads the batch once untimed first, then each is timed on it. Cold: the
+    Warm: each method reads the batch once untimed first, then each is timed on it, the best of
+    ``repeats`` runs (on a shared machine other jobs stretch a run at random). Cold: the
     page cache of every shard is dropped before each timed read, and each method reads
     batches of its own (``len(batches)`` must be a multiple of the number of methods), so that
     no cache of a reader (HDF5 keeps recently read chunks) holds rows another method read.
@@ -590,7 +631,8 @@ def _fetch_times(image: _Rows, text: _Rows, stores: tuple[FeatureStore, FeatureS
             if cold:
                 image.drop_cache()
                 text.drop_cache()
-            times.setdefault(key, []).append(_time(methods[k][key]))
+            runs = 1 if cold else repeats
+            times.setdefault(key, []).append(min(_time(methods[k][key]) for _ in range(runs)))
     return times
 
 
@@ -612,8 +654,8 @@ def _print_fetch(label: str, times: dict[tuple[str, str], list[float]], row_byte
     med = {key: statistics.median(value) for key, value in times.items()}
     pairs = [("raw", "fetch", "into buffers")] + ([("raw new", "fetch new", "into new memory")]
                                                   if ("image", "raw new") in med else [])
-    print(f"  {label}: median ms per batch over {len(next(iter(times.values())))} batches; goal fetch / raw <= "
-          f"{FETCH_TARGET}")
+    print(f"  {label}: median over {len(next(iter(times.values())))} batches of ms per batch; goal fetch / raw "
+          f"<= {FETCH_TARGET}")
     head = "".join(f" | {what + ': raw, fetch, ratio':<37}" for _, _, what in pairs)
     print(f"    {'rows':<22}{head} | h5py+cast (before)")
     for kind, what in (("image", f"image ({row_bytes['image']:,} B a row)"),
@@ -629,12 +671,16 @@ def _print_fetch(label: str, times: dict[tuple[str, str], list[float]], row_byte
     shown = ", ".join(f"{name} {med['text', key] * 1e3:.2f} ms ({med['text', key] / med['text', 'raw']:.2f}x raw)"
                       for name, key in options if ("text", key) in med)
     print(f"    text options: {shown}")
+    chunks = med["text", "raw chunks"]
+    print(f"    text against the raw read of the HDF5 chunks holding its rows (what h5py reads: "
+          f"{row_bytes['text_chunk']:,} B a chunk): raw chunks {chunks * 1e3:.2f} ms, fetch / raw chunks "
+          f"{med['text', 'fetch'] / chunks:.2f}x  {_verdict(med['text', 'fetch'] / chunks <= FETCH_TARGET)}")
 
 
 def section_fetch(args: argparse.Namespace, device: torch.device) -> None:
     """Teacher fetch per batch against the raw read of the same rows (see the module docstring)."""
     data: ScaleData = args.scale_data
-    cold_methods = 10  # the cold reads of _fetch_methods, each on batches of its own
+    cold_methods = 11  # the cold reads of _fetch_methods, each on batches of its own
     batches = _sampler_batches(data, args.batch_size, args.fetch_batches + args.cold_batches * cold_methods)
     image, text = _Rows(data.image_shards), _Rows(data.text_shards)
     stores = (FeatureStore(data.image_shards), FeatureStore(data.text_shards))
@@ -643,7 +689,7 @@ def section_fetch(args: argparse.Namespace, device: torch.device) -> None:
           f"{args.cold_batches} cold per method; image rows {len(image.index)} x {args.image_dim}, text rows "
           f"{len(text.index)} x {args.text_dim}, float16, {args.shards} shards each; {_load()}")
     try:
-        warm = _fetch_times(image, text, stores, batches[: args.fetch_batches], cold=False)
+        warm = _fetch_times(image, text, stores, batches[: args.fetch_batches], cold=False, repeats=args.repeats)
         # Fresh h5py handles: no chunk the warm reads left in HDF5's chunk cache (8 MiB a dataset).
         image.reopen()
         text.reopen()
@@ -654,8 +700,9 @@ def section_fetch(args: argparse.Namespace, device: torch.device) -> None:
         text.close()
         for store in stores:
             store.close()
-    row_bytes = {"image": image.row_bytes, "text": text.row_bytes}
-    _print_fetch("warm (rows in the page cache)", warm, row_bytes)
+    row_bytes = {"image": image.row_bytes, "text": text.row_bytes,
+                 "text_chunk": text.layouts[0].rows_per_chunk * text.row_bytes}
+    _print_fetch(f"warm (rows in the page cache; per batch the best of {args.repeats} runs)", warm, row_bytes)
     if cold[next(iter(cold))]:
         _print_fetch("cold (page cache dropped before each read)", cold, row_bytes)
     print(f"  text features in RAM would hold {ram_bytes / 1e9:.2f} GB per process tree")
@@ -667,12 +714,21 @@ def section_fetch(args: argparse.Namespace, device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------
 # memory
 # ---------------------------------------------------------------------------------------------
-def _pss_bytes(pid: int) -> int:
+_PSS_KINDS = ("Pss", "Pss_Shmem", "Private_Dirty")
+
+
+def _pss_bytes(pid: int) -> dict[str, int]:
+    """Of ``pid``, in bytes: PSS, its shared-memory part (batches in flight) and the pages it alone
+    has written (Private_Dirty: its own allocations and its copies of pages copied on write)."""
+    found = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/{pid}/smaps_rollup has no Pss line")
+            key, _, value = line.partition(":")
+            if key in _PSS_KINDS:
+                found[key] = int(value.split()[0]) * 1024
+    if "Pss" not in found:
+        raise RuntimeError(f"/proc/{pid}/smaps_rollup has no Pss line")
+    return found
 
 
 def _descendants(pid: int) -> list[int]:
@@ -684,14 +740,30 @@ def _descendants(pid: int) -> list[int]:
     return found + [d for c in found for d in _descendants(c)]
 
 
-def _tree_pss() -> tuple[int, int]:
-    """(PSS summed over this process and its descendants, number of processes)."""
+def _shm_used() -> int:
+    """Bytes in use in /dev/shm, where torch keeps the tensors of batches on their way from a worker
+    (unlinked files: a batch in the queue is mapped by no process, so no PSS shows it)."""
+    stat = os.statvfs("/dev/shm")
+    return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+
+
+def _tree_memory(shm_base: int) -> dict[str, int]:
+    """Memory of this process and its descendants: ``total`` = their PSS less its shared-memory
+    part, plus /dev/shm's growth since ``shm_base`` (so each page of a batch in flight counts once,
+    mapped or queued); also ``shm`` (that growth), ``workers_private`` (the workers' Private_Dirty
+    summed) and ``procs``."""
     pids = [os.getpid()] + _descendants(os.getpid())
-    total = 0
-    for pid in pids:
+    total = dict.fromkeys(_PSS_KINDS, 0) | {"procs": len(pids), "workers_private": 0}
+    for k, pid in enumerate(pids):
         with contextlib.suppress(OSError):  # a worker that just exited
-            total += _pss_bytes(pid)
-    return total, len(pids)
+            pss = _pss_bytes(pid)
+            for key, value in pss.items():
+                total[key] += value
+            if k > 0:
+                total["workers_private"] += pss.get("Private_Dirty", 0)
+    total["shm"] = max(0, _shm_used() - shm_base)
+    total["total"] = total["Pss"] - total.get("Pss_Shmem", 0) + total["shm"]
+    return total
 
 
 class _FirstBatches(torch.utils.data.Sampler):
@@ -741,23 +813,29 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
     per_epoch = -(-args.memory_batches // args.memory_epochs)
     sampler = _FirstBatches(EpochBatchSampler(len(dataset), args.batch_size, seed=0), per_epoch)
     loader = make_loader(dataset, sampler, collator, num_workers=args.memory_child)
-    setup, _ = _tree_pss()
-    samples: list[tuple[int, int, int]] = []
-    done, start = 0, time.perf_counter()
+    shm_base = _shm_used()
+    setup = _tree_memory(shm_base)
+    samples: list[dict[str, int]] = []
+    done, start, batch_bytes, pixel_bytes = 0, time.perf_counter(), 0, 0
     for epoch in range(1, args.memory_epochs + 1):
         sampler.set_epoch(epoch)
         for batch in loader:
-            batch = batch.to(torch.device("cpu"))
+            tensors = (batch.images, batch.tokens, batch.image_index, batch.teacher_image, batch.teacher_text)
+            batch_bytes = max(batch_bytes, sum(t.numel() * t.element_size() for t in tensors))
+            pixel_bytes = batch.images.numel() * batch.images.element_size()
+            for t in tensors:
+                t.sum()  # read every byte, as the copy to the GPU does (the float32 cast then runs there)
             done += 1
             if done == 1 or done % args.sample_every == 0:
-                samples.append((done, *_tree_pss()))
+                samples.append({"batch": done, **_tree_memory(shm_base)})
             if done >= args.memory_batches:
                 break
     seconds = time.perf_counter() - start
     del loader
     for store in stores:
         store.close()
-    return {"workers": args.memory_child, "setup": setup, "samples": samples, "batches": done, "seconds": seconds}
+    return {"workers": args.memory_child, "setup": setup, "samples": samples, "batches": done, "seconds": seconds,
+            "batch_bytes": batch_bytes, "pixel_bytes": pixel_bytes, "shm_base": shm_base}
 
 
 def _memory_run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
@@ -772,34 +850,61 @@ def _memory_run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _growth(samples: list[dict[str, int]], key: str = "total") -> float:
+    """Growth of ``key`` from batch GROWTH_FROM to the last sample: a least-squares line through the
+    samples times the span (in-flight batches make single samples swing by several batches)."""
+    later = [s for s in samples if s["batch"] >= GROWTH_FROM] or samples
+    if len(later) < 2:
+        return 0.0
+    x = np.asarray([s["batch"] for s in later], dtype=np.float64)
+    slope = np.polyfit(x, np.asarray([s[key] for s in later], dtype=np.float64), 1)[0]
+    return float(slope * (x[-1] - x[0]))
+
+
+def _memory_row(workers: int, result: dict[str, Any]) -> dict[str, float]:
+    """Print one worker count's line; its medians (total, /dev/shm, private per worker) and peak."""
+    samples = result["samples"]
+    later = [s for s in samples if s["batch"] >= GROWTH_FROM] or samples
+    row = {"median": statistics.median(s["total"] for s in later), "peak": max(s["total"] for s in samples),
+           "shm": statistics.median(s["shm"] for s in later),
+           "private": statistics.median(s["workers_private"] for s in later) / max(workers, 1)}
+    growth, private_growth = _growth(samples), _growth(samples, "workers_private") / max(workers, 1)
+    private_ok = workers == 0 or (row["private"] <= result["pixel_bytes"] + WORKER_RUNTIME
+                                  and private_growth <= WORKER_GROWTH_TARGET)
+    print(f"  {workers:>7} {result['setup']['total'] / 1e9:6.2f}G {row['median'] / 1e9:6.2f}G {row['peak'] / 1e9:6.2f}G | "
+          f"{growth / 2**20:+6.0f}M {_verdict(growth <= GROWTH_TARGET):<4} | {row['shm'] / 2**20:8.0f}M | "
+          f"{row['private'] / 2**20:10.0f}M {private_growth / 2**20:+6.0f}M {_verdict(private_ok):<4} | "
+          f"{result['seconds'] / result['batches']:.3f}")
+    return row
+
+
 def section_memory(args: argparse.Namespace, device: torch.device) -> None:
-    """Host memory (PSS) of the training loader over batches, for 0, 2 and 4 workers."""
+    """Host memory of the training loader over batches, for 0, 2 and 4 workers (module docstring)."""
     print(f"memory: {args.memory_batches} batches of {args.batch_size} in {args.memory_epochs} epochs, "
           f"3x{args.pixels}x{args.pixels} float32 pixels per image, workers {args.workers}; PSS summed over the "
-          f"process and its workers every {args.sample_every} batches; {_load()}")
-    print(f"  {'workers':>7} {'procs':>5} {'setup':>8} {'batch ' + str(GROWTH_FROM):>10} {'last':>8} {'peak':>8} "
-          f"{'growth':>8}  goal (growth)    verdict  s/batch")
-    peaks: dict[int, int] = {}
+          f"process and its workers, shared memory counted from /dev/shm ({_shm_used() / 2**20:.0f} MiB in use "
+          f"before), every {args.sample_every} batches; {_load()}")
+    print(f"  goals: growth (batch {GROWTH_FROM} to the last) <= {GROWTH_TARGET / 2**20:.0f} MiB; a worker's private "
+          f"memory <= the pixels of one batch + {WORKER_RUNTIME / 2**20:.0f} MiB, growing <= "
+          f"{WORKER_GROWTH_TARGET / 2**20:.0f} MiB; peak with 4 workers < {MEMORY_PEAK_TARGET / 1e9:.0f} GB")
+    print(f"  {'workers':>7} {'setup':>7} {'median':>7} {'peak':>7} | {'growth':>12} | {'/dev/shm':>9} | "
+          f"{'private/worker, growth':>23} | s/batch")
+    rows, results = {}, {}
     for workers in args.workers:
-        result = _memory_run(args, workers)
-        samples = result["samples"]
-        start = next((pss for n, pss, _ in samples if n >= GROWTH_FROM), samples[0][1])
-        last, peak = samples[-1][1], max(pss for _, pss, _ in samples)
-        peaks[workers] = peak
-        growth = last - start
-        print(f"  {workers:>7} {samples[-1][2]:>5} {result['setup'] / 1e9:7.2f}G {start / 1e9:9.2f}G "
-              f"{last / 1e9:7.2f}G {peak / 1e9:7.2f}G {growth / 2**20:+7.0f}M  <= {GROWTH_TARGET / 2**20:.0f} MiB      "
-              f"{_verdict(growth <= GROWTH_TARGET):<8} {result['seconds'] / result['batches']:.3f}")
-    if 4 in peaks:
-        print(f"  peak with 4 workers: {peaks[4] / 1e9:.2f} GB  goal < {MEMORY_PEAK_TARGET / 1e9:.0f} GB  "
-              f"{_verdict(peaks[4] < MEMORY_PEAK_TARGET)}")
-    if 0 in peaks and len(peaks) > 1:
-        most = max(peaks)
-        per_worker = (peaks[most] - peaks[0]) / most
-        print(f"  per worker: (peak with {most} - peak with 0) / {most} = {per_worker / 2**20:.0f} MiB  "
-              f"goal < {PER_WORKER_TARGET / 2**20:.0f} MiB  {_verdict(per_worker < PER_WORKER_TARGET)}")
+        results[workers] = _memory_run(args, workers)
+        rows[workers] = _memory_row(workers, results[workers])
+    if 4 in rows:
+        print(f"  peak with 4 workers: {rows[4]['peak'] / 1e9:.2f} GB  goal < {MEMORY_PEAK_TARGET / 1e9:.0f} GB  "
+              f"{_verdict(rows[4]['peak'] < MEMORY_PEAK_TARGET)}")
+    if 0 in rows and len(rows) > 1:
+        most = max(rows)
+        per_worker = (rows[most]["median"] - rows[0]["median"]) / most
+        shm, private = rows[most]["shm"] / most, rows[most]["private"]
+        print(f"  per worker: (median with {most} - median with 0) / {most} = {per_worker / 2**20:.0f} MiB: "
+              f"{shm / 2**20:.0f} MiB of batches in /dev/shm (a batch is {results[most]['batch_bytes'] / 2**20:.0f} "
+              f"MiB; about {BATCHES_IN_FLIGHT} ready in all), {private / 2**20:.0f} MiB its private pages, "
+              f"{(per_worker - shm - private) / 2**20:.0f} MiB the rest")
     print(f"  after the runs: {_load()}")
-
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, torch.device], None]] = {
     "eval": section_eval, "fetch": section_fetch, "memory": section_memory,

@@ -65,3 +65,15 @@ def test_string_index_duplicates() -> None:
     assert StringIndex(["p", "q"]).duplicates() == []
     with pytest.raises(ValueError, match="2 keys but 1 values"):
         StringIndex(["p", "q"], values=[0])
+
+
+def test_string_index_agrees_with_a_dict_on_many_keys() -> None:
+    rng = np.random.default_rng(0)
+    keys = [str(48 + 2 * i) for i in range(30_000)] + [f"p{i:05d}_é#{i % 7}" for i in range(3_000)]
+    values = rng.permutation(len(keys))
+    index = StringIndex(keys, values)
+    reference = dict(zip(keys, values.tolist()))
+    queries = [keys[i] for i in rng.integers(0, len(keys), 5_000)] + [str(49 + 2 * i) for i in range(2_000)]
+    queries += ["", "x" * 40, "p00001_é#1", "p00001_é#2"]
+    rng.shuffle(queries)
+    assert index.lookup(queries).tolist() == [reference.get(q, -1) for q in queries]
