@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
 from pathlib import Path
 
@@ -163,3 +164,122 @@ def test_fork_and_pickle(tmp_path: Path) -> None:
     np.testing.assert_array_equal(clone.get(ids[::7]), feats[::7])
     store.close()
     clone.close()
+
+
+# -- the direct read path (rows as stored bytes, os.preadv) against h5py ------------------------
+def _h5py_rows(paths: list[Path], ids: list[str], name: str = "features") -> np.ndarray:
+    """The naive reference: every file read whole by h5py, rows picked by id."""
+    rows, found = [], {}
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            for id_, row in zip(f["ids"].asstr()[:].tolist(), f[name][:]):
+                found[id_] = row
+    return np.stack([found[i] for i in ids]) if ids else np.empty((0,))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("dim", [6, 3000])  # 3000 x 4 B: 1 row a chunk; 6: many rows a chunk
+def test_direct_rows_are_h5py_rows_bit_for_bit(tmp_path: Path, dtype: str, dim: int) -> None:
+    d, ids, _, _ = make_dir(tmp_path, n=61, dim=dim, num_shards=4, dtype=dtype, tokens=True)
+    paths = sorted(d.glob("texts-*.h5"))
+    rng = np.random.default_rng(7)
+    with FeatureStore(paths) as store:
+        assert store._tables["features"] is not None  # the direct path, not h5py's
+        assert store.dtype == np.dtype(dtype)
+        picks = [rng.choice(61, 40, replace=True), np.arange(61)[::-1], np.arange(5, 37), np.array([60, 0, 60, 0]),
+                 np.array([3])]
+        for pick in picks:  # any order, repeats, runs of consecutive rows, ids across shards
+            want = [ids[i] for i in pick]
+            got = store.get(want, dtype=None)
+            reference = _h5py_rows(paths, want)
+            assert got.dtype == reference.dtype == np.dtype(dtype)
+            assert np.array_equal(got.view(np.uint8), reference.view(np.uint8))
+            assert np.array_equal(store.get(want), reference.astype(np.float32))  # the default float32
+            tokens = store.get_tokens(want, dtype=None)
+            assert np.array_equal(tokens.view(np.uint8), _h5py_rows(paths, want, "tokens").view(np.uint8))
+        assert store.get([], dtype=None).shape == (0, dim)
+
+
+def test_filtered_or_mixed_shards_are_read_through_h5py(tmp_path: Path) -> None:
+    d, ids, feats, _ = make_dir(tmp_path, n=30, num_shards=3)
+    with h5py.File(d / "texts-1.h5", "a") as f:  # compressed: its rows are not plain bytes in the file
+        data = f["features"][:]
+        del f["features"]
+        f.create_dataset("features", data=data, chunks=(2, data.shape[1]), compression="gzip")
+    with FeatureStore.from_dir(d, "texts") as store:
+        assert store._tables["features"] is None
+        pick = [ids[i] for i in (29, 12, 0, 12, 15)]
+        np.testing.assert_array_equal(store.get(pick), feats[[29, 12, 0, 12, 15]])
+    d2, ids2, feats2, _ = make_dir(tmp_path / "mixed", n=20, num_shards=2)
+    with h5py.File(d2 / "texts-0.h5", "a") as f:  # float16 in one shard, float32 in the other
+        data = f["features"][:]
+        del f["features"]
+        f.create_dataset("features", data=data.astype(np.float16))
+    with FeatureStore.from_dir(d2, "texts") as store:
+        assert store._tables["features"] is None and store.dtype == np.float32
+        got = store.get([ids2[i] for i in (19, 0, 5)], dtype=None)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, np.concatenate([feats2[:10].astype(np.float16), feats2[10:]])[[19, 0, 5]])
+
+
+def test_contiguous_and_empty_shards_are_read_directly(tmp_path: Path) -> None:
+    d, ids, feats, _ = make_dir(tmp_path, n=2, num_shards=3)  # shard 2 holds no row
+    with h5py.File(d / "texts-0.h5", "a") as f:  # an unchunked dataset: one block of rows
+        data = f["features"][:]
+        del f["features"]
+        f.create_dataset("features", data=data)
+        assert f["features"].chunks is None
+    with FeatureStore.from_dir(d, "texts") as store:
+        assert store._tables["features"] is not None and len(store) == 2
+        np.testing.assert_array_equal(store.get([ids[1], ids[0], ids[1]]), feats[[1, 0, 1]])
+
+
+def test_truncated_rows_are_an_error(tmp_path: Path) -> None:
+    from softref.features.shards import RowLayout, RowTable
+
+    path = tmp_path / "short.bin"
+    path.write_bytes(b"\0" * 100)
+    layout = RowLayout(str(path), np.dtype(np.float32), (8,), 4, np.array([64], dtype=np.int64))
+    table = RowTable([layout], [0, 4])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = np.empty((1, 8), np.float32)
+        table.read([fd], table.places([0]), out)  # bytes 64..96 exist
+        with pytest.raises(ShardError, match=r"short.bin: rows at byte 96: expected 32 bytes, read fewer; the file is truncated"):
+            table.read([fd], table.places([1]), out)
+    finally:
+        os.close(fd)
+
+
+def test_contains_many_and_stored_dtype(tmp_path: Path) -> None:
+    d, ids, feats, _ = make_dir(tmp_path, dtype="float16")
+    with FeatureStore.from_dir(d, "texts") as store:
+        assert store.contains([ids[3], "ghost", ids[49], ""]).tolist() == [True, False, True, False]
+        got = store.get(ids[::-3], dtype=None)
+        assert got.dtype == np.float16 == store.dtype
+        np.testing.assert_array_equal(got, feats[::-3].astype(np.float16))
+
+
+def test_get_into_out(tmp_path: Path) -> None:
+    d, ids, feats, _ = make_dir(tmp_path, dtype="float16")
+    pick = [ids[i] for i in (4, 40, 4, 17)]
+    with FeatureStore.from_dir(d, "texts") as store:
+        out = np.full((4, 6), 7, dtype=np.float16)
+        assert store.get(pick, dtype=None, out=out) is out
+        np.testing.assert_array_equal(out, feats[[4, 40, 4, 17]].astype(np.float16))
+        wide = np.zeros((4, 6), dtype=np.float32)  # another dtype: read, then cast into out
+        assert store.get(pick, out=wide) is wide
+        np.testing.assert_array_equal(wide, out.astype(np.float32))
+        with pytest.raises(ValueError, match=r"out: expected a C-contiguous float16 array of shape \(4, 6\), found float32"):
+            store.get(pick, dtype=None, out=wide)
+        with pytest.raises(ValueError, match="not C-contiguous"):
+            store.get(pick, dtype=None, out=np.zeros((6, 4), np.float16).T)
+
+
+def test_long_runs_are_read_in_pieces(tmp_path: Path) -> None:
+    # 2,600 consecutive rows: one run, more buffers than one preadv takes (IOV_MAX, 1024).
+    d, ids, feats, _ = make_dir(tmp_path, n=2600, dim=2, num_shards=1)
+    with FeatureStore.from_dir(d, "texts") as store:
+        np.testing.assert_array_equal(store.get(ids), feats)
+        pick = list(range(100, 2500)) + [7, 2599, 7]
+        np.testing.assert_array_equal(store.get([ids[i] for i in pick]), feats[pick])

@@ -298,6 +298,11 @@ def test_batch_positives_cover_every_caption_of_an_image(bench: dict) -> None:
     assert positives.sum() > 6  # two captions of one image share a batch here
     assert torch.equal(batch.teacher_image, expected_image)
     assert batch.tokens.shape[0] == 6 and batch.images.shape[0] == 6
+    # The collator keeps the stored float16; Batch.to casts on the device, to the same values.
+    assert batch.teacher_image.dtype == batch.teacher_text.dtype == torch.float16
+    moved = batch.to(torch.device("cpu"))
+    assert moved.teacher_image.dtype == moved.teacher_text.dtype == torch.float32
+    assert torch.equal(moved.teacher_image, expected_image) and moved.teacher_image.dtype == expected_image.dtype
 
 
 @pytest.mark.parametrize("overrides", [{}, {"public_code_weighting": True, "teacher_tau": 0.5, "alpha": 0.3}])

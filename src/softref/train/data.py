@@ -5,9 +5,17 @@ path under the dataset root, loaded with PIL as RGB and passed through the stude
 transform: CUSA trains without augmentation). The collate function tokenizes the captions of
 a batch at once and fetches the batch's teacher features by id from two
 :class:`~softref.features.FeatureStore` objects (image teacher by ``image_id``, text teacher by
-``text_id``), one ``get`` per store and batch. Features are never loaded whole, so host memory
-does not grow with the dataset; with ``num_workers > 0`` the fetch runs in the DataLoader
-workers and overlaps with the step (each worker reopens the HDF5 files after the fork).
+``text_id``), one ``get`` per store and batch, in the stored dtype (float16 by default: half
+the bytes through the worker queues and to the device); :meth:`Batch.to` casts them to
+float32 on the device. Features are never loaded whole, so host memory does not grow with
+the dataset; with ``num_workers > 0`` the fetch runs in the DataLoader workers and overlaps
+with the step (each worker reopens the HDF5 files after the fork).
+
+Host memory is flat in the number of batches and workers: the pairs' ids, captions and paths
+are packed into numpy arrays (:class:`~softref.data.strings.PackedStrings`) and the id indexes
+are sorted numpy arrays, so a forked worker reads them without writing a reference count into
+any shared page (a Python list of strings is copied into every worker page by page as its
+items are read); the workers persist across epochs instead of being forked again each epoch.
 
 The order of an epoch is a permutation drawn from a ``torch.Generator`` seeded with
 ``seed + epoch``: the same on every process, independent of earlier epochs, so a run resumed
@@ -28,10 +36,11 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from softref.data.images import load_rgb
 from softref.data.manifest import read_images, read_texts
+from softref.data.strings import PackedStrings, StringIndex
 from softref.train.distributed import shard_batches
 
 __all__ = [
@@ -44,6 +53,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Batches the DataLoader workers keep ready together (make_loader's prefetch): enough to hide a
+#: slow batch, few enough that host memory does not grow with the number of workers.
+BATCHES_IN_FLIGHT = 4
 
 
 def load_pairs(images_manifest: Path, texts_manifest: Path, split: str) -> pd.DataFrame:
@@ -92,20 +105,23 @@ class TrainPairs(Dataset):
     def __init__(self, pairs: pd.DataFrame, dataset_root: Path, transform: Callable[[Image.Image], Tensor]) -> None:
         self.root = Path(dataset_root)
         self.transform = transform
-        # Plain lists: cheap to share with forked workers, no pandas per item.
-        self.text_ids: list[str] = pairs["text_id"].tolist()
-        self.image_ids: list[str] = pairs["image_id"].tolist()
-        self.captions: list[str] = pairs["caption"].tolist()
-        self.paths: list[str] = pairs["path"].tolist()
-        self.image_index: list[int] = [int(i) for i in pairs["image_index"]]
-        self.identities: list[str] = pairs["identity"].tolist() if "identity" in pairs else [""] * len(self.text_ids)
+        # numpy arrays, no Python object per pair: forked workers share them instead of copying
+        # them (see the module docstring); no pandas per item.
+        self.text_ids = PackedStrings.from_strings(pairs["text_id"], "pairs column text_id")
+        self.image_ids = PackedStrings.from_strings(pairs["image_id"], "pairs column image_id")
+        self.captions = PackedStrings.from_strings(pairs["caption"], "pairs column caption")
+        self.paths = PackedStrings.from_strings(pairs["path"], "pairs column path")
+        self.image_index = np.asarray(pairs["image_index"], dtype=np.int64)
+        identities = pairs["identity"] if "identity" in pairs else [""] * len(self.text_ids)
+        self.identities = PackedStrings.from_strings(identities, "pairs column identity")
 
     def __len__(self) -> int:
         return len(self.text_ids)
 
     def __getitem__(self, i: int) -> tuple[Tensor, str, str, str, int, str]:
         pixels = self.transform(load_rgb(self.root / self.paths[i]))
-        return pixels, self.captions[i], self.image_ids[i], self.text_ids[i], self.image_index[i], self.identities[i]
+        return (pixels, self.captions[i], self.image_ids[i], self.text_ids[i], int(self.image_index[i]),
+                self.identities[i])
 
 
 @dataclass(frozen=True)
@@ -117,8 +133,9 @@ class Batch:
         tokens: (B, L) token ids of the captions.
         image_index: (B,) int64, the image of each pair (equal index: same image).
         image_ids, text_ids: the manifest ids of the rows.
-        teacher_image: (B, D_ti) float32 image teacher features (None without teachers).
-        teacher_text: (B, D_tt) float32 text teacher features (None without teachers).
+        teacher_image: (B, D_ti) image teacher features (None without teachers), in the stored
+            dtype (float16 by default) until :meth:`to` casts them to float32 on the device.
+        teacher_text: (B, D_tt) text teacher features (None without teachers), likewise.
         fetch_seconds: time spent reading the teacher features of this batch.
         identity_index: (B,) int64 row of each pair's identity in the reference bank (MMRef;
             None when the collator was given no identity table).
@@ -141,17 +158,25 @@ class Batch:
         """(B, B) bool: every caption of the same image is a positive of that image."""
         return self.image_index[:, None] == self.image_index[None, :]
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+    def to(self, device: torch.device, non_blocking: bool = False, teacher_dtype: torch.dtype = torch.float32) -> Batch:
+        """The batch on ``device``; the teacher features cast to ``teacher_dtype`` there.
+
+        The cast runs after the copy, on the device: the host sends the stored (half) bytes.
+        float16 -> float32 is exact, so the losses see the same values as a host-side cast.
+        """
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        def teacher(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking).to(teacher_dtype)
 
         return replace(
             self,
             images=move(self.images),
             tokens=move(self.tokens),
             image_index=move(self.image_index),
-            teacher_image=move(self.teacher_image),
-            teacher_text=move(self.teacher_text),
+            teacher_image=teacher(self.teacher_image),
+            teacher_text=teacher(self.teacher_text),
             identity_index=move(self.identity_index),
         )
 
@@ -177,7 +202,11 @@ class BatchCollator:
         tokenizer: list of captions -> (B, L) LongTensor (the student's ``tokenizer``).
         image_store: image teacher features by image_id, or None (no teachers).
         text_store: text teacher features by text_id, or None.
-        identity_rows: identity -> row of the reference bank (MMRef), or None.
+        identity_rows: identity -> row of the reference bank (MMRef), or None; kept as a
+            :class:`~softref.data.strings.StringIndex` (numpy arrays, shared by the workers).
+
+    Teacher features come in the stores' dtype (``get(ids, dtype=None)``): float16 shards give
+    float16 batches, cast to float32 by :meth:`Batch.to` on the device.
     """
 
     def __init__(
@@ -192,22 +221,36 @@ class BatchCollator:
         self.tokenizer = tokenizer
         self.image_store = image_store
         self.text_store = text_store
-        self.identity_rows = identity_rows
+        self.identity_rows = None
+        if identity_rows is not None:
+            names = list(identity_rows)
+            self.identity_rows = StringIndex(names, [identity_rows[name] for name in names])
+
+    def _identity_index(self, identities: Sequence[str]) -> Tensor:
+        assert self.identity_rows is not None
+        rows = self.identity_rows.lookup(identities)
+        unknown = np.flatnonzero(rows < 0)
+        if len(unknown):
+            raise KeyError(f"identity {identities[int(unknown[0])]!r} has no row in the reference bank "
+                           f"({len(self.identity_rows)} identities)")
+        return torch.from_numpy(rows)
 
     def __call__(self, items: Sequence[tuple[Tensor, str, str, str, int, str]]) -> Batch:
         pixels, captions, image_ids, text_ids, image_index, identities = zip(*items)
         identity_index = None
         if self.identity_rows is not None:
-            identity_index = torch.tensor([self.identity_rows[i] for i in identities], dtype=torch.int64)
+            identity_index = self._identity_index(identities)
         teacher_image = teacher_text = None
         seconds = 0.0
         if self.image_store is not None:
             start = time.perf_counter()
-            teacher_image = torch.from_numpy(self.image_store.get(list(image_ids), dtype=np.float32))
-            teacher_text = torch.from_numpy(self.text_store.get(list(text_ids), dtype=np.float32))
+            teacher_image = torch.from_numpy(self.image_store.get(list(image_ids), dtype=None))
+            teacher_text = torch.from_numpy(self.text_store.get(list(text_ids), dtype=None))
             seconds = time.perf_counter() - start
         return Batch(
-            images=torch.stack(pixels),
+            # default_collate stacks into shared memory inside a worker: the batch then travels
+            # to the main process without a second copy of its pixels in the worker.
+            images=default_collate(list(pixels)),
             tokens=self.tokenizer(list(captions)),
             image_index=torch.tensor(image_index, dtype=torch.int64),
             image_ids=tuple(image_ids),
@@ -263,13 +306,21 @@ def make_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader over ``sampler``'s batches; with workers the teacher fetch overlaps compute."""
+    """A DataLoader over ``sampler``'s batches; with workers the teacher fetch overlaps compute.
+
+    Workers persist across epochs: forked once, they keep their open files and the pages they
+    copied, instead of being forked (and copying again) every epoch. The sampler still runs in
+    this process, so ``set_epoch`` before each epoch's ``iter`` reaches it. Each worker keeps
+    ``ceil(BATCHES_IN_FLIGHT / num_workers)`` batches ready (at least one), so the batches
+    waiting in shared memory stay about :data:`BATCHES_IN_FLIGHT` whatever the number of
+    workers, instead of two per worker (a COCO batch of 128 at 224 px is 83 MiB).
+    """
     return DataLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=collator,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=False,
-        prefetch_factor=2 if num_workers > 0 else None,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=-(-BATCHES_IN_FLIGHT // num_workers) if num_workers > 0 else None,
     )

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from softref.config import ExperimentConfig
@@ -83,7 +84,8 @@ def open_teacher_stores(
 
 
 def _check_coverage(store: FeatureStore, ids: Sequence[str], what: str) -> None:
-    missing = [i for i in dict.fromkeys(ids) if i not in store]
+    unique = list(dict.fromkeys(ids))
+    missing = [unique[k] for k in np.flatnonzero(~store.contains(unique))]
     if missing:
         raise KeyError(
             f"{len(missing)} {what} id(s) of the train split have no feature in {store.paths[0].parent} "
