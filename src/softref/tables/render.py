@@ -140,6 +140,8 @@ def _measured_on(entries: Sequence[Entry]) -> str:
 
 
 def _paper_note(kind: str, entries: Sequence[Entry], cells: Sequence[Cell]) -> str:
+    if KINDS[kind].paper == "none":
+        return "No published numbers are packaged for this layout: none shown."
     person = KINDS[kind].paper == "person"
     if not any(c.paper is not None for c in cells):
         if person:
