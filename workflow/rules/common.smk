@@ -22,6 +22,7 @@ envvars:
 
 from softref import paths
 from softref.config import TRAINING_IGNORES, load_config, validate_raw
+from softref.names import RETRAIN_SPLITS
 
 # softref's own check (the package's schema, then the cross references): every problem is listed
 # at once, each with its key path, before any job starts.
@@ -38,6 +39,8 @@ IMAGE_TEACHERS = _alternatives(n for n, t in CFG.teachers.items() if t.modality 
 TEXT_TEACHERS = _alternatives(n for n, t in CFG.teachers.items() if t.modality == "text")
 # {teachers} of the references rules: "<image_teacher>+<text_teacher>".
 TEACHER_PAIRS = rf"(?:{IMAGE_TEACHERS})\+(?:{TEXT_TEACHERS})"
+# Experiments trained again on train + val (rule retrain) once their run has selected an epoch.
+RETRAIN_EXPERIMENTS = _alternatives(n for n, ex in CFG.experiments.items() if ex.retrain_on_trainval)
 
 
 wildcard_constraints:
@@ -123,6 +126,11 @@ def references_params(wildcards):
     return {key: config["references"][key] for key in ("split", "on_missing")}
 
 
+def trainval_references_params(wildcards):
+    """The references over the train + val identities (a retrain's): those splits, the missing-identity rule."""
+    return {"split": list(RETRAIN_SPLITS), "on_missing": config["references"]["on_missing"]}
+
+
 def all_references(wildcards=None):
     """References, FAISS index and neighbours of every (dataset, image teacher, text teacher) pair."""
     return [
@@ -158,16 +166,36 @@ def train_params(wildcards):
     }
 
 
+def retrain_inputs(wildcards):
+    """What train reads, with the selection run's checkpoint (its selected epoch) and, for MMRef, the
+    teacher references and neighbours over the train + val identities."""
+    ex = CFG.experiments[wildcards.experiment]
+    inputs = train_inputs(wildcards)
+    inputs["selection"] = paths.CHECKPOINT.format(experiment=wildcards.experiment)
+    if ex.needs_references():
+        refs = paths.references(ex.dataset, ex.references_name, trainval=True)
+        inputs["references"] = str(refs["references"])
+        inputs["neighbours"] = str(refs["neighbours"])
+    return inputs
+
+
+def model_checkpoint(experiment):
+    """The checkpoint an experiment's evaluations read: its retrain's when it retrains on train + val."""
+    retrains = CFG.experiments[experiment].retrain_on_trainval
+    return (paths.RETRAIN_CHECKPOINT if retrains else paths.CHECKPOINT).format(experiment=experiment)
+
+
 def train_gpus(wildcards):
     """GPUs the train job asks for: the experiment's training processes (more than one runs torchrun)."""
     return CFG.experiments[wildcards.experiment].gpus
 
 
 def evaluate_inputs(wildcards):
-    """The trained checkpoint and the manifests (with positives and pairs) of the benchmark's dataset."""
+    """The trained checkpoint (the retrain's, for an experiment retrained on train + val) and the
+    manifests (with positives and pairs) of the benchmark's dataset."""
     bm = CFG.benchmarks[wildcards.benchmark]
     return {
-        "checkpoint": paths.CHECKPOINT.format(experiment=wildcards.experiment),
+        "checkpoint": model_checkpoint(wildcards.experiment),
         **_manifests(bm.dataset, ("images", "texts", "positives", "pairs")),
     }
 

@@ -23,11 +23,14 @@ class RunInputs:
     references: Path | None
     neighbours: Path | None
     out_dir: Path
+    selection: Path | None = None
 
 
-def run_inputs(cfg: Config, experiment: str, results: Path = Path(paths.RESULTS)) -> RunInputs:
+def run_inputs(cfg: Config, experiment: str, results: Path = Path(paths.RESULTS), retrain: bool = False) -> RunInputs:
     """The artifacts the ``train`` rule gives ``experiment`` (teacher shards for CUSA's soft
-    labels, teacher references and their neighbours for MMRef), under ``results``."""
+    labels, teacher references and their neighbours for MMRef), under ``results``; with
+    ``retrain``, those of the ``retrain`` rule (references over train + val, the selection run's
+    checkpoint, the retrain's folder)."""
     if experiment not in cfg.experiments:
         raise ConfigError(f"experiments: no experiment {experiment!r}; defined: {sorted(cfg.experiments)}")
     ex = cfg.experiments[experiment]
@@ -37,7 +40,7 @@ def run_inputs(cfg: Config, experiment: str, results: Path = Path(paths.RESULTS)
     if ex.uses_teacher_features():
         image_shards = tuple(paths.feature_shards(ex.dataset, str(ex.image_teacher), "image", ds.num_shards, results))
         text_shards = tuple(paths.feature_shards(ex.dataset, str(ex.text_teacher), "text", ds.num_shards, results))
-    refs = paths.references(ex.dataset, ex.references_name, results) if ex.needs_references() else None
+    refs = paths.references(ex.dataset, ex.references_name, results, trainval=retrain) if ex.needs_references() else None
     return RunInputs(
         dataset_root=Path(ds.root),
         images_manifest=paths.manifest(ex.dataset, "images", results),
@@ -46,5 +49,6 @@ def run_inputs(cfg: Config, experiment: str, results: Path = Path(paths.RESULTS)
         text_shards=text_shards,
         references=None if refs is None else refs["references"],
         neighbours=None if refs is None else refs["neighbours"],
-        out_dir=paths.run_dir(experiment, results),
+        out_dir=(paths.retrain_dir if retrain else paths.run_dir)(experiment, results),
+        selection=paths.run_dir(experiment, results) / Path(paths.CHECKPOINT).name if retrain else None,
     )
