@@ -182,21 +182,28 @@ def test_eccv_caption_relevance(bench: dict) -> None:
     assert all(0.0 <= v <= 100.0 for v in got.values())
 
 
-def test_image_retrieval_leave_one_out(bench: dict) -> None:
+# Students trained without USA never train a uni-modal projector: by default (uni_features encoder,
+# the public code's choice) the uni-modal benchmarks read the open_clip encoder's own output; with
+# uni_features head, the cross-modal head's. "banked" is a base checkpoint, "plain" an mmref one.
+UNI_CASES = [("banked", "encoder", "encoder"), ("plain", "encoder", "encoder"), ("plain", "head", "cross")]
+
+
+@pytest.mark.parametrize(("checkpoint", "uni_features", "head"), UNI_CASES)
+def test_image_retrieval_leave_one_out(bench: dict, checkpoint: str, uni_features: str, head: str) -> None:
     images, _ = bench["loo"]
-    result = run(bench["plain"], "image-retrieval", bench["demo"]["retrieval_root"], bench["loo"],
-                 options={"mode": "leave-one-out"}, paper_dataset="CUB")
+    result = run(bench[checkpoint], "image-retrieval", bench["demo"]["retrieval_root"], bench["loo"],
+                 options={"mode": "leave-one-out"}, paper_dataset="CUB", uni_features=uni_features)
     assert result["mode"] == "leave-one-out" and (result["num_images"], result["num_classes"]) == (6, 3)
-    model, _ = load_student(bench["plain"])
+    model, _ = load_student(bench[checkpoint])
     frame_ = pd.read_parquet(images)
     test = frame_[frame_["split"] == "test"]
     from PIL import Image
 
     pixels = torch.stack([model.transform(Image.open(bench["demo"]["retrieval_root"] / p).convert("RGB"))
                           for p in test["path"]])
-    assert result["head"] == "cross"  # an mmref student: its uni-modal projectors were never trained
+    assert result["head"] == head  # trained without USA: its uni-modal projectors were never trained
     with torch.no_grad():
-        emb = model.encode_image(pixels, head="cross")
+        emb = model.encode_image(pixels, head=head)
     assert values(result) == {("CUB", "i2i", "R@1"): pytest.approx(leave_one_out_r1(emb, test["identity"].tolist()))}
 
 
@@ -207,21 +214,24 @@ def test_image_retrieval_query_gallery(bench: dict) -> None:
     assert list(values(result)) == [("bench", "i2i", "R@1")]
 
 
-def test_sts(bench: dict) -> None:
+@pytest.mark.parametrize(("checkpoint", "uni_features", "head"), UNI_CASES)
+def test_sts(bench: dict, checkpoint: str, uni_features: str, head: str) -> None:
     images, texts = bench["sts"]
-    result = run(bench["plain"], "sts", bench["root"], bench["sts"], pairs=images.parent / "pairs.parquet")
+    result = run(bench[checkpoint], "sts", bench["root"], bench["sts"], pairs=images.parent / "pairs.parquet",
+                 uni_features=uni_features)
     assert result["num_pairs"] == 13 and result["pairs_per_task"] == {"STS12/MSRpar": 4, "STS13/FNWN": 4, "demo": 5}
     assert [r["dataset"] for r in result["metrics"]] == ["sts12", "sts13", "demo", "avg"]
-    model, _ = load_student(bench["plain"])
+    model, _ = load_student(bench[checkpoint])
     test = bench["pairs"][bench["pairs"]["split"] == "test"].sort_values("pair_id").reset_index(drop=True)
-    assert result["head"] == "cross"
+    assert result["head"] == head
     with torch.no_grad():
-        emb1 = model.encode_text(model.tokenizer(test["sentence1"].tolist()), head="cross")
-        emb2 = model.encode_text(model.tokenizer(test["sentence2"].tolist()), head="cross")
+        emb1 = model.encode_text(model.tokenizer(test["sentence1"].tolist()), head=head)
+        emb2 = model.encode_text(model.tokenizer(test["sentence2"].tolist()), head=head)
     expected = sts_table(test, emb1, emb2)
     assert [r["value"] for r in result["metrics"]] == pytest.approx([r["value"] for r in expected], abs=1e-4)
     # pairs.parquet is found beside the images manifest by default.
-    assert run(bench["plain"], "sts", bench["root"], bench["sts"])["metrics"] == result["metrics"]
+    assert run(bench[checkpoint], "sts", bench["root"], bench["sts"], uni_features=uni_features)["metrics"] \
+        == result["metrics"]
 
 
 def test_person_refinement_without_bank_is_an_error(bench: dict) -> None:
@@ -315,7 +325,12 @@ def test_empty_split_is_an_error(bench: dict) -> None:
 def test_unimodal_benchmarks_read_the_head_usa_trained(method: str, head: str) -> None:
     from softref.evaluate.benchmarks import unimodal_head
 
-    assert unimodal_head({"config": {"experiment": {"method": method}}}) == head
+    assert unimodal_head({"config": {"experiment": {"method": method}}}, "head") == head
+    # The public code's choice (the default): no uni projector without USA, the encoder's output.
+    encoder = "uni" if method in ("usa", "cusa") else "encoder"
+    assert unimodal_head({"config": {"experiment": {"method": method}}}) == encoder
+    with pytest.raises(ValueError, match=r"uni_features: expected one of \['encoder', 'head'\], found 'raw'"):
+        unimodal_head({"config": {"experiment": {"method": method}}}, "raw")
 
 
 def test_an_untrained_bank_gives_no_refined_variant() -> None:
@@ -326,3 +341,27 @@ def test_an_untrained_bank_gives_no_refined_variant() -> None:
     assert bank_was_trained({"mmref": {"identities": [], "config": {**off, "local_reconstruction": True}}})
     assert bank_was_trained({"mmref": {"identities": [], "config": {}}})  # defaults: both on
     assert bank_was_trained({})
+
+
+def test_training_cost_reads_the_train_log(bench: dict, tmp_path: Path) -> None:
+    """The appendix's Table 13 protocol: mean time per training epoch, peak host and GPU memory."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = {"experiment": {"name": "c", "method": "cusa", "teacher_features": {"image": "online", "text": "shards"}},
+              "student": {"name": "tiny", "architecture": "softref-tiny"}}
+    machine = {"device": "cpu", "device_name": "x", "processes": 1, "threads": 2, "cpus": 2}
+    save_checkpoint({"model": {}, "config": config, "epoch": 2, "machine": machine}, run_dir / "checkpoint.pt")
+    log = "epoch,train_seconds,host_peak_mb,gpu_peak_mb,seconds\n1,60.0,1024.0,,70\n2,120.0,2048.0,,130\n"
+    (run_dir / "train_log.csv").write_text(log)
+    result = run(run_dir / "checkpoint.pt", "training-cost", bench["root"], bench["root"] / "coco",
+                 benchmark="cost")
+    assert values(result) == {("cost", "train", "time per epoch (min)"): pytest.approx(1.5),
+                              ("cost", "train", "host memory (GB)"): pytest.approx(2.0)}
+    assert result["teacher_features"] == {"image": "online", "text": "shards"} and result["machine"] == machine
+    assert result["num_epochs"] == 2
+    (run_dir / "train_log.csv").write_text(log.replace("2048.0", "nan"))
+    with pytest.raises(ValueError, match=r"train_log\.csv, line 3: column 'host_peak_mb': expected a finite number"):
+        run(run_dir / "checkpoint.pt", "training-cost", bench["root"], bench["root"] / "coco", benchmark="cost")
+    (run_dir / "train_log.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"benchmark 'cost' \(training-cost\): train log not found"):
+        run(run_dir / "checkpoint.pt", "training-cost", bench["root"], bench["root"] / "coco", benchmark="cost")

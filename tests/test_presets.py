@@ -78,8 +78,9 @@ def _coco(student: str) -> CusaPreset:
 
 
 def _flickr(student: str) -> CusaPreset:
+    # Appendix Table 7: 40 epochs for ViT-B/32, 30 for ViT-L/14@336 (the public config says 40).
     return CusaPreset(
-        student, "flickr30k", 40, ("base", "cusa"), FLICKR_BENCHMARK,
+        student, "flickr30k", 40 if student == "vitb32" else 30, ("base", "cusa"), FLICKR_BENCHMARK,
         {"table1": ("retrieval", ["flickr30k-1k"])},
         {"prepare_manifest": 1, "extract_image_features": 4, "extract_text_features": 4,
          "train": 2, "evaluate": 2, "table": 1},
@@ -162,7 +163,12 @@ def test_cusa_preset_settings(name):
         assert ex_name == f"cusa-{want.dataset.replace('flickr30k', 'flickr')}-{want.student}-{ex.method}"
         assert ex.dataset == want.dataset
         assert (ex.lr, ex.min_lr, ex.weight_decay, ex.seed, ex.epochs) == (1e-5, 1e-6, 1e-4, 23, want.epochs)
-        assert (ex.batch_size, ex.gather, ex.public_code_weighting) == (batch, False, False)
+        # The public code's arithmetic and inputs (docs/reproducing.md, "Where softref differs"): its
+        # contrastive weighting, its caption cleaning for the student, the encoder's output for the
+        # uni-modal benchmarks of models without USA.
+        assert (ex.batch_size, ex.gather, ex.public_code_weighting) == (batch, False, True)
+        assert ex.student_pre_caption is True and ex.uni_features == "encoder"
+        assert ex.paper_method == ex.method
         assert raw["experiments"][ex_name]["gpus"] == 4
         assert "tau" not in raw["experiments"][ex_name]  # the student's own initial temperatures
         student = cfg.students[ex.student]
@@ -255,23 +261,27 @@ class Job:
         return [f for f in self.fields.get(key, "").split(", ") if f]
 
 
+# A train (or retrain) job's listing is its message: "Job N: train EXPERIMENT (resources: gpu=G, threads=T): k=v, ...".
+_TRAIN_MESSAGE = re.compile(r"^Job \d+: (train|retrain) (\S+) \(resources: ([^)]*)\): (.*)$")
+
+
 def parse_jobs(text: str) -> list[Job]:
-    """The jobs a ``snakemake -n`` listing shows: ``rule NAME:`` then indented ``key: value`` lines, or,
-    for rules with a message (train, retrain), ``Job N: RULE experiment=E, gpu=G: what it trains``."""
+    """The jobs a ``snakemake -n`` listing shows: ``rule NAME:`` then indented ``key: value`` lines, and
+    the train and retrain jobs' one-line messages (their switches under the field ``switches``)."""
     jobs: list[Job] = []
     fields: dict[str, str] | None = None
     for line in text.splitlines():
+        message = _TRAIN_MESSAGE.match(line)
+        if message:
+            rule, experiment, resources, switches = message.groups()
+            jobs.append(Job(rule, {"wildcards": f"experiment={experiment}", "resources": resources,
+                                   "switches": switches}))
+            fields = None
+            continue
         match = re.match(r"^(?:local)?rule (\S+):$", line)
         if match:
             fields = {}
             jobs.append(Job(match.group(1), fields))
-            continue
-        match = re.match(r"^Job \d+: (\w+) experiment=(\S+), gpu=(\d+): (.*)$", line)
-        if match:
-            rule, experiment, gpu, message = match.groups()
-            jobs.append(Job(rule, {"wildcards": f"experiment={experiment}", "resources": f"gpu={gpu}",
-                                   "message": message}))
-            fields = None
             continue
         match = re.match(r"^    (\w+): (.*)$", line)
         if fields is not None and match:
@@ -334,6 +344,10 @@ def _check_train_jobs(raw: dict[str, Any], run: DryRun) -> dict[str, Job]:
     return trains
 
 
+def _switches(job: Job) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in job.fields["switches"].split(", "))
+
+
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_preset_dry_run(dry_runs, name):
     run = dry_runs[name]
@@ -355,6 +369,13 @@ def test_preset_dry_run(dry_runs, name):
     if name not in CUSA_PRESETS:
         return
     want = CUSA_PRESETS[name]
+    # Every training the dry run plans shows the public code's switches.
+    for experiment, job in _check_train_jobs(raw, run).items():
+        switches = _switches(job)
+        assert (switches["public_code_weighting"], switches["student_pre_caption"], switches["gather"]) == (
+            "True", "True", "False"), (experiment, switches)
+        assert switches["epochs"] == str(want.epochs) and switches["gpus"] == "4"
+        assert switches["uni_features"] == "encoder"
     # A table rule may be one generic rule or one per table: count them together.
     counts = Counter("table" if re.fullmatch(r"table\d*", job.rule) else job.rule for job in run.jobs)
     assert dict(counts) == want.jobs, run.text
@@ -373,13 +394,14 @@ def test_person_train_jobs_are_the_fields_recipe(dry_runs):
     trains = [job for job in dry_runs["mmref-person"].jobs if job.rule == "train"]
     assert len(trains) == 10
     for job in trains:
-        message = job.fields["message"]
-        assert "image_size 384 128" in message and "augment reid" in message and "tau fixed 0.02" in message, message
+        switches = _switches(job)
+        assert (switches["image_size"], switches["augment"], switches["tau_mode"], switches["tau"]) == (
+            "384x128", "reid", "fixed", "0.02"), switches
     # The Reed and CUSA presets keep the square student and no augmentation (the public CUSA code's choice).
     for name in PRESET_NAMES:
         if name != "mmref-person":
             for job in (j for j in dry_runs[name].jobs if j.rule in ("train", "retrain")):
-                assert "image_size None" in job.fields["message"] and "augment none" in job.fields["message"]
+                assert (_switches(job)["image_size"], _switches(job)["augment"]) == ("native", "none"), job.fields
 
 
 def test_parse_jobs_reads_a_listing():
@@ -393,13 +415,18 @@ def test_parse_jobs_reads_a_listing():
         "Shell command: None\n"
         "localrule table:\n"
         "    output: results/table1.csv, results/table1.md\n"
-        "Job 7: retrain experiment=y, gpu=2: on train + val; image_size 384 128, augment reid\n"
+        "Job 7: retrain y (resources: gpu=2, threads=8): epochs=60, augment=reid, image_size=384x128\n"
         "Reason: Missing output files\n"
     )
     train, table, retrain = parse_jobs(text)
-    assert (retrain.rule, retrain.pairs("wildcards"), retrain.pairs("resources")) == ("retrain", {"experiment": "y"},
-                                                                                      {"gpu": "2"})
-    assert retrain.fields["message"] == "on train + val; image_size 384 128, augment reid"
+    assert (retrain.rule, retrain.pairs("wildcards"), retrain.pairs("resources")) == (
+        "retrain", {"experiment": "y"}, {"gpu": "2", "threads": "8"})
+    assert _switches(retrain) == {"epochs": "60", "augment": "reid", "image_size": "384x128"}
     assert (train.rule, train.pairs("wildcards"), train.pairs("resources")["gpu"]) == ("train", {"experiment": "x"}, "4")
     assert train.files("input") == ["a.parquet", "b.parquet"]
     assert (table.rule, table.files("output")[0]) == ("table", "results/table1.csv")
+    message = "Job 3: train y (resources: gpu=2, threads=4): method=cusa, epochs=30, public_code_weighting=True\n"
+    (job,) = parse_jobs(message + "Reason: Missing output files\n")
+    assert (job.rule, job.pairs("wildcards"), job.pairs("resources")) == ("train", {"experiment": "y"},
+                                                                         {"gpu": "2", "threads": "4"})
+    assert _switches(job) == {"method": "cusa", "epochs": "30", "public_code_weighting": "True"}

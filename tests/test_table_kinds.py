@@ -416,3 +416,40 @@ def test_titles_kinds_and_person_reference() -> None:
     assert person_reference_value("MMRef", None, "R@1") is None
     with pytest.raises(ValueError, match="metric expected one of"):
         person_reference_value("MMRef", "rstpreid", "RSUM")
+
+
+def _cost(experiment: str, minutes: float, host_gb: float, sources: tuple[str, str] = ("shards", "shards"),
+          gpu_mb: float | None = None) -> dict:
+    metrics = [_m("demo-cost", "train", "time per epoch (min)", minutes), _m("demo-cost", "train", "host memory (GB)", host_gb)]
+    if gpu_mb is not None:
+        metrics.append(_m("demo-cost", "train", "GPU memory (MB)", gpu_mb))
+    machine = {"device": "cpu", "device_name": "x86_64", "processes": 1, "threads": 1, "cpus": 2}
+    return _json("training-cost", "demo-cost", experiment, metrics, machine=machine,
+                 teacher_features={"image": sources[0], "text": sources[1]}, num_epochs=2)
+
+
+def test_resources_table_ratios_and_table13_reference(tmp_path: Path) -> None:
+    entries = [
+        _entry(_cost("base", 2.0, 1.0), method="base", label="contrastive", paper_method="base"),
+        _entry(_cost("cusa", 2.2, 1.5), method="cusa", label="+CUSA (shards)", paper_method="cusa"),
+        _entry(_cost("cusa-online", 3.0, 2.5, ("online", "online"), gpu_mb=100.0), method="cusa",
+               label="+CUSA (online)", paper_method="cusa"),
+        _entry(_cost("csa-ours", 2.1, 1.2), method="csa", label="+CSA (no role)", paper_method=None),
+    ]
+    rows, table, md = _build(tmp_path, "resources", entries, table="table13", label="Demo, CPU")
+    got = _index(rows)
+    assert got[("tiny", "+CUSA (shards)", "demo-cost", "train", "time / contrastive")]["value"] == pytest.approx(1.1)
+    # Table 13: CUSA from disk 12.68 min over the contrastive 12.13 min.
+    assert got[("tiny", "+CUSA (shards)", "demo-cost", "train", "time / contrastive")]["paper_value"] == \
+        pytest.approx(12.68 / 12.13)
+    assert got[("tiny", "+CUSA (shards)", "demo-cost", "train", "time per epoch (min)")]["paper_value"] == 12.68
+    assert got[("tiny", "+CUSA (shards)", "demo-cost", "train", "host memory (GB)")]["paper_value"] == 116.0
+    assert got[("tiny", "+CUSA (online)", "demo-cost", "train", "time per epoch (min)")]["paper_value"] == 16.90
+    assert got[("tiny", "+CUSA (online)", "demo-cost", "train", "GPU memory (MB)")]["value"] == 100.0
+    assert got[("tiny", "contrastive", "demo-cost", "train", "host memory (GB)")]["paper_value"] == 48.0
+    assert all(r["paper_value"] is None for r in rows if r["label"] == "+CSA (no role)")
+    header = next(line for line in md.splitlines() if line.startswith("| Student"))
+    assert header.split(" | ")[2:6] == ["demo-cost time per epoch (min)", "demo-cost time / contrastive",
+                                        "demo-cost host memory (GB)", "demo-cost GPU memory (MB) |"]
+    assert "Trained on cpu (x86_64), 1 process(es) x 1 thread(s) of 2 CPU(s)." in md
+    assert "appendix's Table 13" in md

@@ -18,7 +18,7 @@ from softref.data.synthetic import synthesize_demo
 from softref.features import FeatureStore, ShardError, ShardWriter
 from softref.train import NonFiniteLossError, train
 from softref.train.data import EpochBatchSampler, load_pairs
-from softref.train.trainer import LOG_COLUMNS, TIME_COLUMNS, cosine_schedule, parameter_groups
+from softref.train.trainer import LOG_COLUMNS, MEASURED_COLUMNS, cosine_schedule, parameter_groups
 
 BATCH = 4
 STUDENT = StudentConfig(name="tiny", architecture="softref-tiny")
@@ -112,6 +112,9 @@ def test_two_epochs_write_checkpoint_and_log(uninterrupted, bench: dict) -> None
         assert float(row["val_rsum"]) == pytest.approx(sum(six))
         for term in ("total", "itr", "csa", "usa"):
             assert math.isfinite(float(row[f"loss_{term}"]))
+        # The training-cost record (the appendix's Table 13): steps only, then the whole epoch.
+        assert 0 < float(row["train_seconds"]) <= float(row["seconds"])
+        assert float(row["host_peak_mb"]) > 50 and row["gpu_peak_mb"] == ""  # a CPU run: no CUDA peak
     assert float(rows[0]["lr"]) == pytest.approx(1e-4)
     best = max(rows, key=lambda r: float(r["val_rsum"]))
     assert result.best_val_rsum == pytest.approx(float(best["val_rsum"]))
@@ -152,7 +155,7 @@ def test_resume_reaches_the_same_weights_and_log(uninterrupted, bench: dict, tmp
         for key in opt_a[index]:
             assert torch.equal(opt_a[index][key], opt_b[index][key])
     log_a, log_b = read_log(full / "train_log.csv"), read_log(out / "train_log.csv")
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in MEASURED_COLUMNS} for r in rows]  # noqa: E731
     assert strip(log_a) == strip(log_b)
 
     # A finished run called again trains no more; it republishes a removed checkpoint.pt.
@@ -321,3 +324,29 @@ def test_training_calls_the_public_objective(bench: dict, tmp_path: Path, monkey
     row = read_log(tmp_path / "run" / "train_log.csv")[0]
     for term in ("total", "itr", "csa", "usa"):
         assert float(row[f"loss_{term}"]) == pytest.approx(np.mean([c[term] for c in calls]), rel=1e-6, abs=1e-9)
+
+
+def test_student_captions_are_cleaned_the_same_at_training_and_evaluation(bench: dict, tmp_path: Path) -> None:
+    """student_pre_caption (the public code's cleaning of every caption the student sees) is recorded in
+    the checkpoint: the evaluation's tokens of a caption are the training batch's tokens."""
+    from softref.data.captions import pre_caption
+    from softref.evaluate.encode import encode_texts
+    from softref.models.student import Student, load_student
+    from softref.train.data import BatchCollator
+
+    result = run(bench, tmp_path / "run", experiment(epochs=1, student_pre_caption=True))
+    model, ckpt = load_student(result.checkpoint)
+    assert ckpt["config"]["experiment"]["student_pre_caption"] is True and model.pre_caption
+    caption = "A Person, wearing a RED hat!  (and blue-green shoes)"
+    trained = Student(STUDENT.architecture, pre_caption=True)  # as the trainer builds it
+    pixels = torch.zeros(3, 32, 32)
+    batch = BatchCollator(trained.tokenize)([(pixels, caption, "i", "t", 0, "")])
+    assert torch.equal(model.tokenize([caption]), batch.tokens)
+    assert torch.equal(batch.tokens, model.tokenizer([pre_caption(caption)]))
+    assert not torch.equal(batch.tokens, model.tokenizer([caption]))
+    same = encode_texts(model, [caption, pre_caption(caption)])
+    assert torch.equal(same[0], same[1])
+    # Switched off, the student reads captions as annotated, at training and at evaluation.
+    raw = run(bench, tmp_path / "raw", experiment(epochs=1, student_pre_caption=False))
+    raw_model, _ = load_student(raw.checkpoint)
+    assert not raw_model.pre_caption and torch.equal(raw_model.tokenize([caption]), model.tokenizer([caption]))

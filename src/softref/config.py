@@ -44,6 +44,7 @@ __all__ = [
     "StudentConfig",
     "TableConfig",
     "TeacherError",
+    "TeacherFeaturesConfig",
     "TeacherSpec",
     "load_config",
     "read_config",
@@ -55,9 +56,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 #: Experiment keys that cannot change the trained model (loader workers; the table row's name and
-#: paper role; whether a second job retrains on train+val afterwards): editing them neither reruns
-#: the train job nor stops a resume.
-TRAINING_IGNORES: tuple[str, ...] = ("num_workers", "label", "paper_method", "retrain_on_trainval")
+#: paper role; which features the uni-modal benchmarks read; whether a second job retrains on
+#: train+val afterwards): editing them neither reruns the train job nor stops a resume.
+TRAINING_IGNORES: tuple[str, ...] = ("num_workers", "label", "paper_method", "uni_features", "retrain_on_trainval")
 
 #: The range a learned contrastive temperature is clamped to at every forward (the public CUSA code's).
 TAU_RANGE: tuple[float, float] = (0.01, 0.10)
@@ -268,6 +269,16 @@ class MMRefConfig:
 
 
 @dataclass(frozen=True)
+class TeacherFeaturesConfig:
+    """Where a CUSA run's teacher features come from, per modality: ``shards`` (read by id from the
+    DAG's HDF5 shards) or ``online`` (the teacher runs on every batch, as the public code does for
+    text; the paper recommends it when the dataset outgrows the disk)."""
+
+    image: str = "shards"
+    text: str = "shards"
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One training run: a student trained on a dataset with a method and its hyper-parameters."""
 
@@ -287,8 +298,9 @@ class ExperimentConfig:
     teacher_tau: float = 1.0
     seed: int = 23
     gather: bool = True
-    public_code_weighting: bool = False
-    student_pre_caption: bool = False
+    public_code_weighting: bool = True
+    student_pre_caption: bool = True
+    uni_features: str = "encoder"
     augment: str = "none"
     tau_mode: str = "learned"
     tau: float = 0.05
@@ -297,6 +309,7 @@ class ExperimentConfig:
     label: str | None = None
     paper_method: str | None = None
     gpus: int = 1
+    teacher_features: TeacherFeaturesConfig = field(default_factory=TeacherFeaturesConfig)
     mmref: MMRefConfig = field(default_factory=MMRefConfig)
 
     @property
@@ -310,8 +323,20 @@ class ExperimentConfig:
         return f"{self.image_teacher}+{self.text_teacher}"
 
     def uses_teacher_features(self) -> bool:
-        """True when training reads the teachers' feature shards (CUSA's soft labels)."""
+        """True when training needs teacher features (CUSA's soft labels), from shards or online."""
         return self.method in ("csa", "usa", "cusa")
+
+    def reads_shards(self, modality: str) -> bool:
+        """True when training reads the ``modality`` (image / text) teacher's feature shards."""
+        return self.uses_teacher_features() and getattr(self.teacher_features, modality) == "shards"
+
+    def switches(self) -> str:
+        """The keys where a run may follow or leave the public code's way, as ``key=value`` pairs
+        (the train job's message: a dry run shows them)."""
+        keys = ["method", "epochs", "batch_size", "gpus", "gather", "public_code_weighting", "student_pre_caption",
+                "uni_features", "teacher_tau", "augment", "tau_mode", "tau", "retrain_on_trainval"]
+        sources = f"teacher_features=image:{self.teacher_features.image}/text:{self.teacher_features.text}"
+        return ", ".join([f"{key}={getattr(self, key)}" for key in keys] + [sources])
 
     def refines(self) -> bool:
         """True when the person benchmarks also report this experiment with reference-based refinement."""
@@ -402,6 +427,7 @@ BLOCKS: dict[str, type] = {
     "students": StudentConfig,
     "experiments": ExperimentConfig,
     "experiments.mmref": MMRefConfig,
+    "experiments.teacher_features": TeacherFeaturesConfig,
     "benchmarks": BenchmarkConfig,
     "benchmarks.refine": RefineConfig,
     "tables": TableConfig,
@@ -625,7 +651,7 @@ def load_config(raw: Mapping[str, Any]) -> Config:
         evaluation=problems.build(EvaluationConfig, raw.get("evaluation"), "evaluation") or EvaluationConfig(),
         students=_named(problems, StudentConfig, raw.get("students"), "students"),
         experiments=_named(problems, ExperimentConfig, raw.get("experiments"), "experiments",
-                           {"mmref": (MMRefConfig, "mmref")}),
+                           {"mmref": (MMRefConfig, "mmref"), "teacher_features": (TeacherFeaturesConfig, "")}),
         benchmarks=benchmarks,
         tables=_named(problems, TableConfig, raw.get("tables"), "tables"),
         raw=dict(raw),

@@ -17,6 +17,7 @@ __all__ = [
     "PROTOCOL_OPTIONS",
     "RETRAIN_SPLITS",
     "SPLITS",
+    "TEACHER_FEATURE_SOURCES",
     "TABLE_KINDS",
     "TABLE_PROTOCOLS",
     "TAU_MODES",
@@ -44,8 +45,12 @@ PROTOCOL_OPTIONS: dict[str, tuple[str, ...]] = {
     "sts": (),
     "person": (),
     "zero-shot": ("k",),
+    "training-cost": (),
 }
 PROTOCOLS: tuple[str, ...] = tuple(PROTOCOL_OPTIONS)
+
+#: Where a CUSA run's teacher features come from, per modality: HDF5 shards or the teacher run online.
+TEACHER_FEATURE_SOURCES: tuple[str, ...] = ("shards", "online")
 
 #: Training-image augmentations of the student (softref.train.augment): none (the public CUSA
 #: code's choice) or reid (IRRA's: flip, pad and random crop, random erasing).
@@ -71,6 +76,7 @@ TABLE_PROTOCOLS: dict[str, tuple[str, ...]] = {
     "person": ("person",),
     "zero-shot": ("zero-shot",),
     "mmref-ablation": ("person",),
+    "resources": ("training-cost",),
     "cross-domain": ("person",),
 }
 TABLE_KINDS: tuple[str, ...] = tuple(TABLE_PROTOCOLS)

@@ -143,12 +143,17 @@ def all_references(wildcards=None):
 
 
 def train_inputs(wildcards):
-    """Manifests of the experiment's dataset; CUSA's teacher shards; MMRef's teacher references."""
+    """Manifests of the experiment's dataset; CUSA's teacher shards (or, online, the teachers' local
+    weights); MMRef's teacher references."""
     ex = CFG.experiments[wildcards.experiment]
     inputs = _manifests(ex.dataset)
-    if ex.uses_teacher_features():
-        inputs["image_shards"] = feature_shards(ex.dataset, ex.image_teacher)
-        inputs["text_shards"] = feature_shards(ex.dataset, ex.text_teacher)
+    for modality, teacher in (("image", ex.image_teacher), ("text", ex.text_teacher)):
+        if ex.reads_shards(modality):
+            inputs[f"{modality}_shards"] = feature_shards(ex.dataset, teacher)
+        elif ex.uses_teacher_features():  # online: the teacher itself runs in the train job
+            weights = CFG.teachers[teacher].weights
+            if _looks_local(weights):
+                inputs[f"{modality}_teacher_weights"] = weights
     if ex.needs_references():
         refs = paths.references(ex.dataset, ex.references_name)
         inputs["references"] = str(refs["references"])
@@ -185,6 +190,14 @@ def model_checkpoint(experiment):
     return (paths.RETRAIN_CHECKPOINT if retrains else paths.CHECKPOINT).format(experiment=experiment)
 
 
+def train_switches(wildcards):
+    """The experiment's switches where softref and the public code can differ, and the student's input
+    size, one line for the dry run's job listing (docs/reproducing.md lists them)."""
+    ex = CFG.experiments[wildcards.experiment]
+    size = CFG.students[ex.student].image_size
+    return f"{ex.switches()}, image_size={'x'.join(str(v) for v in size) if size else 'native'}"
+
+
 def train_gpus(wildcards):
     """GPUs the train job asks for: the experiment's training processes (more than one runs torchrun)."""
     return CFG.experiments[wildcards.experiment].gpus
@@ -194,18 +207,21 @@ def evaluate_inputs(wildcards):
     """The trained checkpoint (the retrain's, for an experiment retrained on train + val) and the
     manifests (with positives and pairs) of the benchmark's dataset."""
     bm = CFG.benchmarks[wildcards.benchmark]
-    return {
+    inputs = {
         "checkpoint": model_checkpoint(wildcards.experiment),
         **_manifests(bm.dataset, ("images", "texts", "positives", "pairs")),
     }
+    if bm.protocol == "training-cost":
+        inputs["train_log"] = paths.TRAIN_LOG.format(experiment=wildcards.experiment)
+    return inputs
 
 
 def evaluate_params(wildcards):
-    """The benchmark as configured and whether the experiment is refined on it: a change reruns the evaluation."""
-    return {
-        "benchmark": config["benchmarks"][wildcards.benchmark],
-        "refine": CFG.experiments[wildcards.experiment].refines(),
-    }
+    """The benchmark as configured and the experiment's evaluation-only keys (refined or not, the
+    uni-modal features): a change reruns the evaluation."""
+    ex = CFG.experiments[wildcards.experiment]
+    return {"benchmark": config["benchmarks"][wildcards.benchmark], "refine": ex.refines(),
+            "uni_features": ex.uni_features}
 
 
 def table_inputs(wildcards):

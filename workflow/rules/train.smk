@@ -1,8 +1,9 @@
 # Training: one job per experiment. A killed job resumes from results/runs/{experiment}/last.pt.
 # An experiment with retrain_on_trainval is then trained again on train + val (rule retrain) for
 # the epochs its run selected on val; its evaluations read that model.
-# The message shows what decides the student's input (size, augmentation, temperature): a dry run
-# lists it for every train job.
+# The jobs' message lists the switches where a run may follow or leave the public code's way, and
+# what decides the student's input (size, augmentation, temperature), so a dry run (snakemake -n)
+# shows them for every training it plans.
 
 
 rule train:
@@ -13,10 +14,9 @@ rule train:
         train_log=paths.TRAIN_LOG,
     params:
         run=train_params,
+        switches=train_switches,
     message:
-        "train experiment={wildcards.experiment}, gpu={resources.gpu}: student {params.run[student][architecture]}, "
-        "image_size {params.run[student][image_size]}, augment {params.run[experiment][augment]}, "
-        "tau {params.run[experiment][tau_mode]} {params.run[experiment][tau]}"
+        "train {wildcards.experiment} (resources: gpu={resources.gpu}, threads={threads}): {params.switches}"
     threads: 2
     resources:
         gpu=train_gpus,
@@ -40,11 +40,9 @@ rule retrain:
         experiment=RETRAIN_EXPERIMENTS,
     params:
         run=train_params,
+        switches=train_switches,
     message:
-        "retrain experiment={wildcards.experiment}, gpu={resources.gpu}: on train + val for the epochs selected in "
-        "{input.selection}; student {params.run[student][architecture]}, image_size "
-        "{params.run[student][image_size]}, augment {params.run[experiment][augment]}, "
-        "tau {params.run[experiment][tau_mode]} {params.run[experiment][tau]}"
+        "retrain {wildcards.experiment} (resources: gpu={resources.gpu}, threads={threads}): {params.switches}"
     threads: 2
     resources:
         gpu=train_gpus,

@@ -22,7 +22,9 @@ with rule_context(snakemake) as cfg:
         refine=bm.refine if ex.refines() and bm.protocol == "person" else None,
         positives=Path(snakemake.input.positives),
         pairs=Path(snakemake.input.pairs),
+        train_log=Path(snakemake.input.train_log) if snakemake.input.get("train_log") else None,
         batch_size=cfg.evaluation.batch_size,
         num_workers=cfg.evaluation.num_workers,
+        uni_features=ex.uni_features,
     )
     write_json({"experiment": snakemake.wildcards.experiment, **result}, Path(snakemake.output[0]))

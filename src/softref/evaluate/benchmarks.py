@@ -12,11 +12,12 @@ image-retrieval uni [1]    images of ``split`` (leave-one-out) or of ``query`` /
 sts             uni [1]    ``sentence1`` / ``sentence2`` of ``pairs.parquet`` rows of ``split``
 person          cross      captions of ``split`` query its images; optional refined variant
 zero-shot       cross      images and class-mean captions of ``split``; AP@k and top-1
+training-cost   -          the run's ``train_log.csv``: time per epoch, peak host / GPU memory
 =============== ========== ===================================================================
 
-[1] For students trained with USA (usa, cusa); the others' uni-modal projectors were never
-trained, so they are scored with the cross-modal embedding (:func:`unimodal_head`). The JSON
-names the head used.
+[1] For students trained with USA (usa, cusa); the others never train a uni-modal projector,
+so they are scored with the open_clip encoder's own output, as the public code does, or with
+the cross-modal head (``uni_features``, :func:`unimodal_head`). The JSON names the head used.
 
 Options (``BenchmarkConfig.options``), checked strictly (an unknown key is an error):
 
@@ -39,7 +40,9 @@ variant) and the protocol's counts.
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,7 @@ from softref.evaluate.protocols import (
 )
 from softref.evaluate.retrieval import KS, encode_split, image_text_metrics, split_items
 from softref.files import file_sha256
+from softref.checkpoints import load_checkpoint
 from softref.models.student import load_student
 from softref.names import PROTOCOL_OPTIONS, PROTOCOLS
 from softref.runtime import default_device
@@ -192,21 +196,31 @@ def _run_eccv(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, An
     return out
 
 
-def unimodal_head(ckpt: Mapping[str, Any]) -> str:
-    """The head the uni-modal benchmarks (Tables 3 and 4) read: ``uni`` for students trained with
-    USA (usa, cusa), ``cross`` otherwise. Without USA the uni-modal projectors never receive a
-    gradient and stay at their random initialisation, so the cross-modal embedding is the
-    student's representation."""
+UNI_FEATURES = ("encoder", "head")
+
+
+def unimodal_head(ckpt: Mapping[str, Any], uni_features: str = "encoder") -> str:
+    """The features the uni-modal benchmarks (Tables 3 and 4) read.
+
+    Students trained with USA (usa, cusa): ``uni``, the uni-modal head USA trains (the public
+    code's uni projector). The others (base, csa, mmref) never train a uni-modal projector:
+    ``uni_features="encoder"`` reads the open_clip encoder's own output, as the public code does
+    (it has no uni projector there); ``"head"`` reads the cross-modal head's output.
+    """
+    if uni_features not in UNI_FEATURES:
+        raise ValueError(f"uni_features: expected one of {list(UNI_FEATURES)}, found {uni_features!r}")
     config = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
     method = (config.get("experiment") or {}).get("method")
-    return "uni" if method in ("usa", "cusa") else "cross"
+    if method in ("usa", "cusa"):
+        return "uni"
+    return "encoder" if uni_features == "encoder" else "cross"
 
 
 def _run_image_retrieval(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     mode = _choice(ctx["options"], "mode", RETRIEVAL_MODES, "leave-one-out", ctx["benchmark"])
     path = ctx["images_manifest"]
     images = read_images(path)
-    head = unimodal_head(ckpt)
+    head = unimodal_head(ckpt, ctx["uni_features"])
     encode = dict(head=head, batch_size=ctx["batch_size"], device=ctx["device"], num_workers=ctx["num_workers"])
     if mode == "leave-one-out":
         rows = _split_rows(images, ctx["split"], path, "image")
@@ -235,7 +249,7 @@ def _run_sts(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, Any
     # Each distinct sentence is encoded once, however many pairs share it.
     sentences = list(dict.fromkeys(pairs["sentence1"].tolist() + pairs["sentence2"].tolist()))
     position = {s: i for i, s in enumerate(sentences)}
-    head = unimodal_head(ckpt)
+    head = unimodal_head(ckpt, ctx["uni_features"])
     emb = encode_texts(model, sentences, head=head, batch_size=ctx["batch_size"], device=ctx["device"],
                         desc=f"{ctx['split']} sentences")
     emb1 = emb[torch.as_tensor([position[s] for s in pairs["sentence1"]])]
@@ -331,6 +345,51 @@ def _run_zero_shot(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[st
     }
 
 
+#: train_log.csv columns a training-cost evaluation reads.
+_COST_COLUMNS = ("epoch", "train_seconds", "host_peak_mb", "gpu_peak_mb")
+
+
+def _cost_value(row: Mapping[str, str], column: str, path: Path, line: int) -> float | None:
+    text = row.get(column, "")
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{path}, line {line}: column {column!r}: expected a number, found {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{path}, line {line}: column {column!r}: expected a finite number >= 0, found {text!r}")
+    return value
+
+
+def _run_training_cost(ckpt: Mapping[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """The appendix's Table 13 for one experiment: mean time per training epoch (its optimizer steps,
+    validation excluded; minutes), peak host memory (GB) and, on CUDA, peak GPU memory (MB)."""
+    path = ctx["train_log"]
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark {ctx['benchmark']!r} (training-cost): train log not found: {path}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = [c for c in _COST_COLUMNS if rows and c not in rows[0]]
+    if not rows or missing:
+        raise ValueError(f"{path}: expected epoch rows with columns {list(_COST_COLUMNS)}; "
+                         f"found {len(rows)} row(s), missing columns {missing}")
+    seconds = [_cost_value(r, "train_seconds", path, i + 2) for i, r in enumerate(rows)]
+    host = [_cost_value(r, "host_peak_mb", path, i + 2) for i, r in enumerate(rows)]
+    gpu = [v for v in (_cost_value(r, "gpu_peak_mb", path, i + 2) for i, r in enumerate(rows)) if v is not None]
+    if any(v is None for v in seconds + host):
+        raise ValueError(f"{path}: every epoch row needs train_seconds and host_peak_mb")
+    metrics = [metric_row(ctx["row_dataset"], "train", "time per epoch (min)", sum(seconds) / len(seconds) / 60.0),
+               metric_row(ctx["row_dataset"], "train", "host memory (GB)", max(host) / 1024.0)]
+    if gpu:
+        metrics.append(metric_row(ctx["row_dataset"], "train", "GPU memory (MB)", max(gpu)))
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
+    experiment = config.get("experiment") or {}
+    sources = experiment.get("teacher_features") or {"image": "shards", "text": "shards"}
+    return {"train_log": str(path), "num_epochs": len(rows), "machine": ckpt.get("machine"),
+            "teacher_features": {"image": sources.get("image"), "text": sources.get("text")}, "metrics": metrics}
+
+
 _RUNNERS = {
     "image-text": _run_image_text,
     "eccv": _run_eccv,
@@ -356,9 +415,11 @@ def evaluate_benchmark(
     refine: object | None = None,
     positives: Path | None = None,
     pairs: Path | None = None,
+    train_log: Path | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     num_workers: int = 0,
+    uni_features: str = "encoder",
 ) -> dict[str, Any]:
     """Evaluate a trained student on one benchmark; returns the evaluation JSON (module docstring).
 
@@ -377,7 +438,10 @@ def evaluate_benchmark(
             adds the ``refined`` variant when the checkpoint carries ``mmref_head['bank']``.
         positives: eccv only: the dataset's ``positives.parquet``, counted into the JSON.
         pairs: sts only: the ``pairs.parquet`` (default: beside ``images_manifest``).
+        train_log: training-cost only: the run's ``train_log.csv`` (default: beside the checkpoint).
         batch_size, num_workers: encoding batch size and image-reading workers.
+        uni_features: image-retrieval and sts: what students trained without USA are scored
+            with (:func:`unimodal_head`); the JSON names the head used.
         device: None picks CUDA when available, else the CPU.
 
     Raises:
@@ -387,26 +451,24 @@ def evaluate_benchmark(
         raise ValueError(f"benchmark {benchmark!r}: unknown protocol {protocol!r}; known: {list(PROTOCOLS)}")
     checkpoint = Path(checkpoint)
     ctx = {
-        "checkpoint": checkpoint,
-        "benchmark": benchmark,
-        "dataset_root": Path(dataset_root),
-        "images_manifest": Path(images_manifest),
-        "texts_manifest": Path(texts_manifest),
-        "split": split,
-        "options": _check_options(protocol, options, benchmark),
-        "refine": refine,
-        "positives": None if positives is None else Path(positives),
-        "pairs": None if pairs is None else Path(pairs),
-        "batch_size": int(batch_size),
-        "device": default_device(device),
-        "num_workers": int(num_workers),
-        "row_dataset": paper_dataset if paper_dataset else benchmark,
+        "checkpoint": checkpoint, "benchmark": benchmark, "dataset_root": Path(dataset_root),
+        "images_manifest": Path(images_manifest), "texts_manifest": Path(texts_manifest), "split": split,
+        "options": _check_options(protocol, options, benchmark), "refine": refine,
+        "positives": None if positives is None else Path(positives), "pairs": None if pairs is None else Path(pairs),
+        "train_log": checkpoint.parent / "train_log.csv" if train_log is None else Path(train_log),
+        "batch_size": int(batch_size), "device": default_device(device), "num_workers": int(num_workers),
+        "row_dataset": paper_dataset if paper_dataset else benchmark, "uni_features": uni_features,
     }
     logger.info("evaluating %s on %s (%s, split %r)", checkpoint, benchmark, protocol, split)
-    model, ckpt = load_student(checkpoint, ctx["device"])
+    if protocol == "training-cost":  # the run's own record: no model to load
+        ckpt = load_checkpoint(checkpoint, map_location="cpu", required=("config",))
+        found = _run_training_cost(ckpt, ctx)
+    else:
+        model, ckpt = load_student(checkpoint, ctx["device"])
+        found = _RUNNERS[protocol](model, ckpt, ctx)
     result = _common_keys(ckpt, checkpoint, benchmark=benchmark, protocol=protocol, split=split, dataset=dataset,
                           paper_dataset=paper_dataset)
-    result.update(_RUNNERS[protocol](model, ckpt, ctx))
+    result.update(found)
     for row in result["metrics"]:
         logger.info("%s: %s %s %s%s = %.2f", benchmark, row["dataset"], row["direction"], row["metric"],
                     f" ({row['variant']})" if row["variant"] else "", row["value"])

@@ -463,7 +463,7 @@ def _strictly_above(values: Tensor, bound: Tensor) -> Tensor:
     return (values > bound) | (torch.isnan(values) & ~torch.isnan(bound))
 
 
-def _same(values: Tensor, bound: Tensor) -> Tensor:
+def _equal_or_both_nan(values: Tensor, bound: Tensor) -> Tensor:
     return (values == bound) | (torch.isnan(values) & torch.isnan(bound))
 
 
@@ -488,7 +488,7 @@ def _top_lists(lines: Tensor, caps: Tensor) -> Tensor:
     exact = torch.count_nonzero(_strictly_above(values, last), dim=1)
     short = (exact < caps).nonzero(as_tuple=True)[0]
     if short.numel():
-        tied = _same(lines[short], last[short])
+        tied = _equal_or_both_nan(lines[short], last[short])
         position = tied.cumsum(dim=1) - 1 + exact[short].unsqueeze(1)
         take = tied & (position < caps[short].unsqueeze(1))
         row, item = take.nonzero(as_tuple=True)

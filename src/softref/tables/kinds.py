@@ -22,7 +22,13 @@ from functools import lru_cache
 
 from softref.names import TABLE_KINDS
 from softref.tables.entries import Entry, MetricRow, finite
-from softref.tables.paper import load_paper_values, paper_value, person_reference_value
+from softref.tables.paper import (
+    load_paper_values,
+    paper_value,
+    person_reference_value,
+    resource_reference_value,
+    resource_setting,
+)
 
 __all__ = ["AP_METRIC", "Cell", "KINDS", "Kind", "cross_domain_label"]
 
@@ -302,6 +308,45 @@ def _zero_shot_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
     return cells
 
 
+# The appendix's Table 13: measured metric -> its name in the paper's resources CSV.
+_RESOURCE_METRICS = {"time per epoch (min)": "time_per_epoch", "GPU memory (MB)": "gpu_memory",
+                     "host memory (GB)": "host_memory"}
+_RATIO = "time / contrastive"
+_RESOURCE_ORDER = ("time per epoch (min)", _RATIO, "host memory (GB)", "GPU memory (MB)")
+
+
+def _setting(e: Entry) -> str | None:
+    """Table 13's setting of a training-cost evaluation (its teacher-feature sources), or None."""
+    sources = e.result.get("teacher_features") or {}
+    try:
+        return resource_setting(e.paper_method or e.method, sources.get("image", "shards"), sources.get("text", "shards"))
+    except ValueError:
+        return None
+
+
+def _resources_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
+    """Time per epoch, host and GPU memory of each training, and its time over the contrastive
+    baseline's (the table's ``base`` runs on the same benchmark); beside each, Table 13's figure for
+    the same method and teacher setting (the paper's machine, not this one: the note says so)."""
+    cells = []
+    for e in entries:
+        setting = _setting(e)
+        for metric, name in _RESOURCE_METRICS.items():
+            found = [r for r in e.metrics if (r.direction, r.metric, r.variant) == ("train", metric, "")]
+            if found:
+                paper = resource_reference_value(e.paper_method, setting, name) if e.paper_method and setting else None
+                cells.append(_cell(e, "", e.dataset, "train", metric, found[0].value, paper))
+    for e in entries:
+        base = [c.value for c in cells if c.metric == "time per epoch (min)" and c.method == "base"
+                and c.dataset == e.dataset]
+        own = [c for c in cells if c.experiment == e.experiment and c.metric == "time per epoch (min)"]
+        if base and own:
+            paper_base = resource_reference_value("base", "none", "time_per_epoch")
+            paper = own[0].paper / paper_base if own[0].paper is not None and paper_base else None
+            cells.append(_cell(e, "", e.dataset, "train", _RATIO, own[0].value / _mean(base), paper))
+    return cells
+
+
 @dataclass(frozen=True)
 class Kind:
     """A table kind: how its cells are derived and what its Markdown says.
@@ -311,8 +356,8 @@ class Kind:
         units: the Markdown's last line: what the numbers are.
         direction_in_header: column headers name the direction (i2t / t2i) besides the metric.
         variant_columns: refined numbers as extra columns of the same row (else as extra rows).
-        paper: "cusa" (the CUSA paper's values), "person" (published person-retrieval numbers) or
-            "none" (no published numbers for this layout).
+        paper: "cusa" (the CUSA paper's values), "person" (published person-retrieval numbers),
+            "resources" (the appendix's Table 13) or "none" (no published numbers for this layout).
         column_group: (direction, metric) -> the group a column sorts in first (the ablation's order).
         row_keys: the entry facts that name a row (two experiments giving one row on one benchmark
             are refused): student and label; the cross-domain kind adds the training dataset.
@@ -347,6 +392,10 @@ KINDS: dict[str, Kind] = {
                       "for its class-mean caption query; i2t top-1 = zero-shot classification accuracy; percent.",
                       direction_in_header=True, directions=("t2i", "i2t")),
     "mmref-ablation": Kind(_person_cells, _PERSON_UNITS, variant_columns=True, paper="person"),
+    "resources": Kind(_resources_cells, "Time per epoch: the epoch's optimizer steps (data waits included, validation "
+                      "excluded), mean over epochs; host memory: peak resident memory of the training process and its "
+                      "data-loader workers; GPU memory: peak CUDA memory allocated (CUDA runs only).",
+                      paper="resources", column_group=lambda d, m: _RESOURCE_ORDER.index(m)),
     "cross-domain": Kind(_cross_domain_cells, "Cross-domain text-to-image person retrieval: each row is a model trained "
                          "on the dataset it names, each column group the test split of a dataset (the row's own "
                          "dataset is in-domain, the others cross-domain); R@1 (CMC), mAP and mINP in percent; "

@@ -1,9 +1,11 @@
 """The papers' reported numbers, packaged with softref, for side-by-side tables.
 
-``data/cusa_tables.csv`` holds every number of the CUSA paper's Tables 1-5 in long format:
-table, family, model, method, dataset, direction, metric, value (e.g. ``1, dual,
-CLIP-ViT-B/32, cusa, coco-5k, i2t, R@1, 57.3``). ``data/person_retrieval_reference.csv`` holds
-published text-to-person retrieval numbers (MMRef, IRRA, CFine, RaSa) with their sources.
+``data/cusa_tables.csv`` holds every number of the CUSA paper's Tables 1-5 and of its
+appendix's Tables 8-11 in long format: table, family, model, method, dataset, direction, metric,
+value (e.g. ``1, dual, CLIP-ViT-B/32, cusa, coco-5k, i2t, R@1, 57.3``).
+``data/cusa_resources.csv`` holds the appendix's resource costs (Table 12 per module, Table 13
+per training setting: time per epoch, GPU and host memory). ``data/person_retrieval_reference.csv``
+holds published text-to-person retrieval numbers (MMRef, IRRA, CFine, RaSa) with their sources.
 """
 
 from __future__ import annotations
@@ -24,12 +26,17 @@ __all__ = [
     "load_person_reference",
     "person_reference_value",
     "PERSON_METRICS",
+    "load_resource_reference",
+    "resource_reference_value",
+    "resource_setting",
     "table_number",
 ]
 
 PAPER_COLUMNS: tuple[str, ...] = ("table", "family", "model", "method", "dataset", "direction", "metric", "value")
 _CUSA_CSV = "cusa_tables.csv"
 _PERSON_CSV = "person_retrieval_reference.csv"
+_RESOURCES_CSV = "cusa_resources.csv"
+_RESOURCE_COLUMNS = ("table", "setting", "method", "metric", "value", "unit", "note")
 PERSON_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "mAP", "mINP")
 
 
@@ -158,4 +165,48 @@ def person_reference_value(
     for row in load_person_reference(path):
         if row["method"] == method and row["dataset"] == dataset and row[metric] is not None:
             return float(row[metric])
+    return None
+
+
+@lru_cache(maxsize=4)
+def _load_resources(path: Path | None) -> tuple[dict[str, str | float | int], ...]:
+    text, where = _read_text(path, _RESOURCES_CSV)
+    reader = csv.DictReader(io.StringIO(text))
+    if tuple(reader.fieldnames or ()) != _RESOURCE_COLUMNS:
+        raise ValueError(f"{where}: expected columns {list(_RESOURCE_COLUMNS)}, found {reader.fieldnames}")
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            rows.append({**row, "table": int(row["table"]), "value": float(row["value"])})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}, line {line}: expected an integer table and a numeric value, found {row} "
+                             f"({err})") from None
+    return tuple(rows)
+
+
+def load_resource_reference(path: Path | None = None) -> tuple[dict[str, str | float | int], ...]:
+    """The appendix's resource costs (Tables 12-13): table, setting, method, metric, value, unit, note."""
+    return _load_resources(None if path is None else Path(path))
+
+
+def resource_setting(method: str, image: str, text: str) -> str:
+    """Table 13's name of a training setting: ``none`` for the contrastive baseline, else
+    ``"image disk + text online"`` and so on (``shards`` is the paper's "Disk", ``online`` its
+    "Real-Time")."""
+    if method in ("base", "contrastive"):
+        return "none"
+    names = {"shards": "disk", "online": "online"}
+    for what, value in (("image", image), ("text", text)):
+        if value not in names:
+            raise ValueError(f"resource_setting: {what} teacher features expected one of {list(names)}, found {value!r}")
+    return f"image {names[image]} + text {names[text]}"
+
+
+def resource_reference_value(method: str, setting: str, metric: str, *, path: Path | None = None) -> float | None:
+    """Table 13's ``metric`` (time_per_epoch in min, gpu_memory in MB, host_memory in GB) for a
+    method (``base`` is its "Contrastive loss") in a setting (:func:`resource_setting`), or None."""
+    name = "contrastive" if method == "base" else method
+    for row in load_resource_reference(path):
+        if (row["table"], row["setting"], row["method"], row["metric"]) == (13, setting, name, metric):
+            return float(row["value"])
     return None

@@ -139,9 +139,26 @@ def _measured_on(entries: Sequence[Entry]) -> str:
     return "Numbers measured on " + "; ".join(facts) + "."
 
 
+def _machines(entries: Sequence[Entry]) -> str:
+    """Where training-cost evaluations were measured (device, its name, processes, threads)."""
+    found = sorted({
+        f"{m.get('device')} ({m.get('device_name') or 'unknown'}), {m.get('processes')} process(es) x "
+        f"{m.get('threads')} thread(s) of {m.get('cpus')} CPU(s)"
+        for m in (e.result.get("machine") or {} for e in entries)
+    })
+    return "Trained on " + "; ".join(found) + "." if found else "The machine is not recorded."
+
+
 def _paper_note(kind: str, entries: Sequence[Entry], cells: Sequence[Cell]) -> str:
     if KINDS[kind].paper == "none":
         return "No published numbers are packaged for this layout: none shown."
+    if KINDS[kind].paper == "resources":
+        note = _machines(entries)
+        if any(c.paper is not None for c in cells):
+            note += (" In parentheses: the appendix's Table 13 for the same method and teacher setting (CLIP ViT-B/32 "
+                     "on MSCOCO, 4 V100 GPUs, batch 128 per GPU, mean of 3 runs of 5 epochs): a reference for the "
+                     "ratios, not the setting measured here.")
+        return note
     person = KINDS[kind].paper == "person"
     if not any(c.paper is not None for c in cells):
         if person:

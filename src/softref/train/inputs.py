@@ -37,8 +37,9 @@ def run_inputs(cfg: Config, experiment: str, results: Path = Path(paths.RESULTS)
     ds = cfg.datasets[ex.dataset]
     image_shards: tuple[Path, ...] = ()
     text_shards: tuple[Path, ...] = ()
-    if ex.uses_teacher_features():
+    if ex.reads_shards("image"):
         image_shards = tuple(paths.feature_shards(ex.dataset, str(ex.image_teacher), "image", ds.num_shards, results))
+    if ex.reads_shards("text"):
         text_shards = tuple(paths.feature_shards(ex.dataset, str(ex.text_teacher), "text", ds.num_shards, results))
     refs = paths.references(ex.dataset, ex.references_name, results, trainval=retrain) if ex.needs_references() else None
     return RunInputs(

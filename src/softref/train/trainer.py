@@ -67,7 +67,7 @@ from softref.config import TRAINING_IGNORES, ExperimentConfig, StudentConfig
 from softref.evaluate.retrieval import KS, encode_split, image_text_metrics, split_items
 from softref.files import copy_atomic, file_sha256, write_text_atomic
 from softref.names import RETRAIN_SPLITS
-from softref.runtime import progress_disabled
+from softref.runtime import gpu_memory_peak_mb, host_memory_peak_mb, progress_disabled, reset_gpu_memory_peak
 from softref.train.augment import AugmentedPairs, augmentation
 from softref.train.data import TrainPairs, load_pairs, make_loader
 from softref.train.distributed import (
@@ -86,6 +86,7 @@ from softref.train.methods import MethodRun, RunSetup, family
 __all__ = [
     "LOG_COLUMNS",
     "LOSS_TERMS",
+    "MEASURED_COLUMNS",
     "TEMPERATURES",
     "NonFiniteLossError",
     "TrainResult",
@@ -102,11 +103,17 @@ logger = logging.getLogger(__name__)
 LOSS_TERMS: tuple[str, ...] = ("total", "itr", "csa", "usa", "id", "fuse", "guide", "recon")
 TEMPERATURES: tuple[str, ...] = ("tau", "tau_c", "tau_image", "tau_text")
 VAL_COLUMNS: tuple[str, ...] = tuple(f"val_{d}_R@{k}" for d in ("i2t", "t2i") for k in KS) + ("val_rsum",)
-#: Columns that measure time: they differ between otherwise identical runs.
-TIME_COLUMNS: tuple[str, ...] = ("seconds", "wait_seconds", "fetch_seconds")
+#: Columns that measure time: ``seconds`` (the epoch with its validation), ``train_seconds`` (its
+#: optimizer steps, data waits included), waiting for data and fetching teacher rows.
+TIME_COLUMNS: tuple[str, ...] = ("seconds", "train_seconds", "wait_seconds", "fetch_seconds")
+#: Columns that measure memory: peak host memory of the training process and its workers (MiB),
+#: peak CUDA memory of the epoch (MiB; empty off CUDA).
+MEMORY_COLUMNS: tuple[str, ...] = ("host_peak_mb", "gpu_peak_mb")
+#: Columns that differ between otherwise identical runs.
+MEASURED_COLUMNS: tuple[str, ...] = TIME_COLUMNS + MEMORY_COLUMNS
 #: Columns of train_log.csv; loss terms a method does not use are left empty.
 LOG_COLUMNS: tuple[str, ...] = (
-    ("epoch", "step", "lr") + tuple(f"loss_{t}" for t in LOSS_TERMS) + TEMPERATURES + VAL_COLUMNS + TIME_COLUMNS
+    ("epoch", "step", "lr") + tuple(f"loss_{t}" for t in LOSS_TERMS) + TEMPERATURES + VAL_COLUMNS + MEASURED_COLUMNS
 )
 
 CHECKPOINT = "checkpoint.pt"
@@ -425,6 +432,7 @@ def _train_epoch(run: _Run, epoch: int, step: int) -> tuple[int, dict[str, Any] 
         module.train()
     sums, used, num_batches = np.zeros(len(LOSS_TERMS)), (), 0
     wait_seconds = fetch_seconds = 0.0
+    reset_gpu_memory_peak(run.device)
     start = ticked = time.perf_counter()
     disable = progress_disabled(logger) or not run.ctx.is_main
     bar = tqdm(run.loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=disable, leave=False)
@@ -447,13 +455,15 @@ def _train_epoch(run: _Run, epoch: int, step: int) -> tuple[int, dict[str, Any] 
         bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
         ticked = time.perf_counter()
     bar.close()
+    train_seconds = time.perf_counter() - start
     means = all_reduce_mean(torch.tensor(sums / max(num_batches, 1), dtype=torch.float64, device=run.device)).cpu()
     row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr}
     for k, name in enumerate(LOSS_TERMS):
         row[f"loss_{name}"] = float(means[k]) if name in used else None
     row.update(_temperatures(run.student))
     # "seconds" is filled in after validation: it covers the epoch and its validation.
-    row.update(_start=start, wait_seconds=wait_seconds, fetch_seconds=fetch_seconds)
+    row.update(_start=start, train_seconds=train_seconds, wait_seconds=wait_seconds, fetch_seconds=fetch_seconds,
+               host_peak_mb=host_memory_peak_mb(), gpu_peak_mb=gpu_memory_peak_mb(run.device))
     return step, row
 
 
@@ -468,6 +478,16 @@ def _validate(run: _Run, epoch: int) -> dict[str, float]:
     return out
 
 
+def _machine(run: _Run) -> dict[str, Any]:
+    """What trained: device, its name, processes and torch threads (the training-cost table says it)."""
+    import platform
+
+    device = run.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {"device": device.type, "device_name": name, "processes": run.ctx.world_size,
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+
+
 def _save_epoch(run: _Run, epoch: int, step: int, row: dict[str, Any]) -> None:
     """Rank 0: validate, keep the best model, write the resume state and the log."""
     state, start = run.state, row.pop("_start")
@@ -475,7 +495,7 @@ def _save_epoch(run: _Run, epoch: int, step: int, row: dict[str, Any]) -> None:
     row["seconds"] = time.perf_counter() - start
     state["log"] = list(state["log"]) + [row]
     common = {"model": run.student.state_dict(), "config": run.run_config, "epoch": epoch, "step": step,
-              "softref_version": __version__, **run.modules_state(), **run.method.record}
+              "softref_version": __version__, "machine": _machine(run), **run.modules_state(), **run.method.record}
     if not run.select or row["val_rsum"] > state["best_val_rsum"]:
         # Without selection (a retrain on train + val) every epoch is "best": the last one is published.
         state["best_val_rsum"] = float(row["val_rsum"]) if run.select else state["best_val_rsum"]
