@@ -212,7 +212,9 @@ def evaluate_inputs(wildcards):
         **_manifests(bm.dataset, ("images", "texts", "positives", "pairs")),
     }
     if bm.protocol == "training-cost":
-        inputs["train_log"] = paths.TRAIN_LOG.format(experiment=wildcards.experiment)
+        # The log of the run that made the evaluated model: the retrain's, where there is one.
+        retrains = CFG.experiments[wildcards.experiment].retrain_on_trainval
+        inputs["train_log"] = (paths.RETRAIN_LOG if retrains else paths.TRAIN_LOG).format(experiment=wildcards.experiment)
     return inputs
 
 
