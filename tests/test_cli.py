@@ -60,7 +60,8 @@ def results(tmp_path: Path) -> Path:
 def test_every_subcommand_has_help() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) == {"inspect", "validate", "neighbours", "prepare", "check-dataset", "fetch-teachers"}
+    assert set(sub.choices) == {"inspect", "validate", "neighbours", "prepare", "check-dataset", "fetch-teachers",
+                                "teacher-diagnostics"}
     helps = {a.dest: a.help for a in sub._choices_actions}
     assert all(helps[name] for name in sub.choices)
 

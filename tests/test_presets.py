@@ -261,8 +261,9 @@ class Job:
         return [f for f in self.fields.get(key, "").split(", ") if f]
 
 
-# A train (or retrain) job's listing is its message: "Job N: train EXPERIMENT (resources: gpu=G, threads=T): k=v, ...".
-_TRAIN_MESSAGE = re.compile(r"^Job \d+: (train|retrain) (\S+) \(resources: ([^)]*)\): (.*)$")
+# A train (or retrain) job's listing is its message:
+# "Job N: train EXPERIMENT seed S (resources: gpu=G, threads=T): k=v, ...".
+_TRAIN_MESSAGE = re.compile(r"^Job \d+: (train|retrain) (\S+) seed (\d+) \(resources: ([^)]*)\): (.*)$")
 
 
 def parse_jobs(text: str) -> list[Job]:
@@ -273,8 +274,8 @@ def parse_jobs(text: str) -> list[Job]:
     for line in text.splitlines():
         message = _TRAIN_MESSAGE.match(line)
         if message:
-            rule, experiment, resources, switches = message.groups()
-            jobs.append(Job(rule, {"wildcards": f"experiment={experiment}", "resources": resources,
+            rule, experiment, seed, resources, switches = message.groups()
+            jobs.append(Job(rule, {"wildcards": f"experiment={experiment}, seed={seed}", "resources": resources,
                                    "switches": switches}))
             fields = None
             continue
@@ -362,9 +363,9 @@ def test_preset_dry_run(dry_runs, name):
                 for j in run.jobs if j.rule == "evaluate"} == evaluations
         # An experiment retrained on train + val is evaluated with the retrained model.
         for job in (j for j in run.jobs if j.rule == "evaluate"):
-            experiment = job.pairs("wildcards")["experiment"]
+            experiment, seed = job.pairs("wildcards")["experiment"], job.pairs("wildcards")["seed"]
             folder = "trainval/" if raw["experiments"][experiment].get("retrain_on_trainval") else ""
-            assert f"results/runs/{experiment}/{folder}checkpoint.pt" in job.files("input"), job.fields
+            assert f"results/runs/{experiment}/seed-{seed}/{folder}checkpoint.pt" in job.files("input"), job.fields
         return
     if name not in CUSA_PRESETS:
         return
@@ -382,7 +383,8 @@ def test_preset_dry_run(dry_runs, name):
     tables = {job.files("output")[0]: job for job in run.jobs if job.rule.startswith("table")}
     for tb_name, tb in raw["tables"].items():
         job = tables[f"results/{tb_name}.csv"]
-        expected = sorted(f"results/runs/{e}/eval/{b}.json" for e in tb["experiments"] for b in tb["benchmarks"])
+        expected = sorted(f"results/runs/{e}/seed-{raw['experiments'][e].get('seed', 23)}/eval/{b}.json"
+                          for e in tb["experiments"] for b in tb["benchmarks"])
         assert sorted(job.files("input")) == expected, run.text
     evaluations = {(j.pairs("wildcards")["experiment"], j.pairs("wildcards")["benchmark"])
                    for j in run.jobs if j.rule == "evaluate"}
@@ -415,18 +417,18 @@ def test_parse_jobs_reads_a_listing():
         "Shell command: None\n"
         "localrule table:\n"
         "    output: results/table1.csv, results/table1.md\n"
-        "Job 7: retrain y (resources: gpu=2, threads=8): epochs=60, augment=reid, image_size=384x128\n"
+        "Job 7: retrain y seed 23 (resources: gpu=2, threads=8): epochs=60, augment=reid, image_size=384x128\n"
         "Reason: Missing output files\n"
     )
     train, table, retrain = parse_jobs(text)
     assert (retrain.rule, retrain.pairs("wildcards"), retrain.pairs("resources")) == (
-        "retrain", {"experiment": "y"}, {"gpu": "2", "threads": "8"})
+        "retrain", {"experiment": "y", "seed": "23"}, {"gpu": "2", "threads": "8"})
     assert _switches(retrain) == {"epochs": "60", "augment": "reid", "image_size": "384x128"}
     assert (train.rule, train.pairs("wildcards"), train.pairs("resources")["gpu"]) == ("train", {"experiment": "x"}, "4")
     assert train.files("input") == ["a.parquet", "b.parquet"]
     assert (table.rule, table.files("output")[0]) == ("table", "results/table1.csv")
-    message = "Job 3: train y (resources: gpu=2, threads=4): method=cusa, epochs=30, public_code_weighting=True\n"
+    message = "Job 3: train y seed 7 (resources: gpu=2, threads=4): method=cusa, epochs=30, public_code_weighting=True\n"
     (job,) = parse_jobs(message + "Reason: Missing output files\n")
-    assert (job.rule, job.pairs("wildcards"), job.pairs("resources")) == ("train", {"experiment": "y"},
+    assert (job.rule, job.pairs("wildcards"), job.pairs("resources")) == ("train", {"experiment": "y", "seed": "7"},
                                                                          {"gpu": "2", "threads": "4"})
     assert _switches(job) == {"method": "cusa", "epochs": "30", "public_code_weighting": "True"}

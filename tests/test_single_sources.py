@@ -29,6 +29,8 @@ def _entry_schema(block: str) -> dict:
         node = node["additionalProperties"]
     for part in rest:
         node = node["properties"][part]
+        if node.get("type") == "array":  # a list of entries (report.questions): each entry's schema
+            node = node["items"]
     return node
 
 

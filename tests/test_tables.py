@@ -160,3 +160,68 @@ def test_packaged_paper_values() -> None:
     person = load_person_reference()
     irra = next(r for r in person if r["method"] == "IRRA" and r["dataset"] == "cuhk-pedes")
     assert irra["R@1"] == 73.38 and next(r for r in person if r["method"] == "CFine")["mAP"] is None
+
+
+def _seeded(seed: int, rsum_shift: float, experiment: str, method: str, ci: float | None = None) -> dict:
+    result = _result(rsum_shift)
+    result["experiment"], result["seed"] = experiment, seed
+    rows = []
+    for d in ("i2t", "t2i"):
+        for m in ("R@1", "R@5", "R@10"):
+            row = {"dataset": "demo-coco", "direction": d, "metric": m, "value": result[d][m], "variant": ""}
+            if ci is not None:
+                row.update(ci_low=result[d][m] - ci, ci_high=result[d][m] + ci)
+            rows.append(row)
+    rows.append({"dataset": "demo-coco", "direction": "both", "metric": "RSUM", "value": result["rsum"], "variant": ""})
+    result["metrics"] = rows
+    return {"result": result, "student": "s", "method": method, "label": method, "experiment": experiment,
+            "seed": seed, "benchmark": "demo-coco"}
+
+
+def test_seeds_give_the_mean_and_a_t_interval(tmp_path: Path) -> None:
+    """Three seeds of one experiment: their mean, std and the 95 % t-interval of the mean; a row whose
+    interval clears the baseline's is marked, one whose interval overlaps it is not."""
+    from scipy.stats import t
+
+    entries = [_seeded(s, shift, "base", "base") for s, shift in ((1, 0.0), (2, 1.0), (3, 2.0))]
+    entries += [_seeded(s, shift, "cusa", "cusa") for s, shift in ((1, 10.0), (2, 10.5), (3, 11.0))]
+    entries += [_seeded(s, shift, "csa", "csa") for s, shift in ((1, 0.5), (2, 3.0), (3, 1.5))]
+    rows = build_table("retrieval", "table1", label="x", entries=entries, csv_path=tmp_path / "t.csv",
+                       md_path=tmp_path / "t.md", baseline="base")
+    got = {(r["method"], r["direction"], r["metric"]): r for r in rows}
+    base = got[("base", "i2t", "R@1")]
+    assert base["value"] == pytest.approx(11.0) and base["seeds"] == 3 and base["std"] == pytest.approx(1.0)
+    half = t.ppf(0.975, 2) * 1.0 / 3 ** 0.5
+    assert (base["ci_low"], base["ci_high"]) == (pytest.approx(11.0 - half), pytest.approx(11.0 + half))
+    assert base["interval"] == "seeds" and base["vs_baseline"] == ""
+    assert got[("cusa", "i2t", "R@1")]["vs_baseline"] == "above"
+    assert got[("csa", "i2t", "R@1")]["vs_baseline"] == ""  # overlapping intervals: not supported
+    md = (tmp_path / "t.md").read_text()
+    assert "| s | cusa (3 seeds) | 20.50 ± 1.24* |" in md
+    assert "| s | csa (3 seeds) | 11.67 ±" in md and "n = 3 runs" in md and "baseline row's (base)" in md
+    csv_rows = _read(tmp_path / "t.csv")
+    assert list(csv_rows[0]) == list(CSV_COLUMNS) and {r["seeds"] for r in csv_rows} == {"3"}
+    # A JSON of another seed than its entry's is stale.
+    stale = _seeded(4, 0.0, "base", "base")
+    stale["seed"] = 5
+    with pytest.raises(ValueError, match=r"key 'seed': expected 5 \(the table's entry\), found 4"):
+        build_table("retrieval", "table1", label="x", entries=[stale], csv_path=tmp_path / "u.csv",
+                    md_path=tmp_path / "u.md")
+    with pytest.raises(ValueError, match="two results for experiment 'base', benchmark 'demo-coco', seed 1"):
+        build_table("retrieval", "table1", label="x", entries=entries[:1] * 2, csv_path=tmp_path / "u.csv",
+                    md_path=tmp_path / "u.md")
+
+
+def test_a_single_run_keeps_its_bootstrap_interval(tmp_path: Path) -> None:
+    entries = [_seeded(1, 0.0, "base", "base", ci=0.5), _seeded(1, 3.0, "cusa", "cusa", ci=0.5),
+               _seeded(1, 0.4, "csa", "csa", ci=0.5)]
+    rows = build_table("retrieval", "table1", label="x", entries=entries, csv_path=tmp_path / "t.csv",
+                       md_path=tmp_path / "t.md")
+    got = {(r["method"], r["direction"], r["metric"]): r for r in rows}
+    assert got[("cusa", "t2i", "R@5")]["interval"] == "queries" and got[("cusa", "t2i", "R@5")]["seeds"] == 1
+    assert (got[("cusa", "t2i", "R@5")]["ci_low"], got[("cusa", "t2i", "R@5")]["ci_high"]) == (
+        pytest.approx(36.333333 - 0.5), pytest.approx(36.333333 + 0.5))
+    assert got[("cusa", "t2i", "R@5")]["vs_baseline"] == "above" and got[("csa", "t2i", "R@5")]["vs_baseline"] == ""
+    assert got[("cusa", "both", "RSUM")]["interval"] == ""  # no interval given for it: none shown
+    md = (tmp_path / "t.md").read_text()
+    assert "| s | cusa | 13.00 ± 0.50* |" in md and "bootstrap over queries" in md

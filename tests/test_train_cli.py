@@ -57,7 +57,7 @@ def test_torchrun_two_processes_train_and_write_once(workdir):
         "cpu",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = workdir / "results/runs/base"
+    out = workdir / "results/runs/base/seed-23"
     assert (out / "checkpoint.pt").is_file()
     log = pd.read_csv(out / "train_log.csv")
     assert list(log["epoch"]) == [1]
@@ -76,14 +76,14 @@ def test_train_rule_runs_torchrun_when_granted_several_gpus(workdir):
     path = workdir / "twoproc.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = run(workdir, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", "results/runs/twoproc/checkpoint.pt", "--replace-workflow-config",
+               "--cores", "2", "results/runs/twoproc/seed-23/checkpoint.pt", "--replace-workflow-config",
                "--configfile", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = workdir / "results/runs/twoproc"
+    out = workdir / "results/runs/twoproc/seed-23"
     assert (out / "checkpoint.pt").is_file()
     written = yaml.safe_load((out / "config.yaml").read_text())
     assert written["experiments"]["twoproc"]["gpus"] == 2
-    log_text = (workdir / "logs/train/twoproc.log").read_text()
+    log_text = (workdir / "logs/train/twoproc/seed-23.log").read_text()
     assert "torch.distributed.run" in log_text and "--nproc_per_node=2" in log_text
     assert "process 1 of 2" in log_text  # the second process joined
 
@@ -96,11 +96,11 @@ def test_retrain_runs_the_selected_epochs_on_train_and_val(workdir):
     for extra in ([], ["--retrain"]):
         proc = run(workdir, "-m", "softref.train", "--config", "retrain.yaml", "--experiment", "redo", *extra)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    selection = pd.read_csv(workdir / "results/runs/redo/train_log.csv")
+    selection = pd.read_csv(workdir / "results/runs/redo/seed-23/train_log.csv")
     best = int(selection.loc[selection["val_rsum"].idxmax(), "epoch"])
-    log = pd.read_csv(workdir / "results/runs/redo/trainval/train_log.csv")
+    log = pd.read_csv(workdir / "results/runs/redo/seed-23/trainval/train_log.csv")
     assert list(log["epoch"]) == list(range(1, best + 1)) and log["val_rsum"].isna().all()
-    assert (workdir / "results/runs/redo/trainval/checkpoint.pt").is_file()
+    assert (workdir / "results/runs/redo/seed-23/trainval/checkpoint.pt").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,6 @@ def test_package_launch_runs_where_softref_is_not_installed(workdir, bare_python
     monkeypatch.chdir(workdir)
     monkeypatch.delenv("PYTHONPATH", raising=False)
     launch_torchrun(path, "bare", 2, python=str(bare_python))
-    assert (workdir / "results/runs/bare/checkpoint.pt").is_file()
+    assert (workdir / "results/runs/bare/seed-23/checkpoint.pt").is_file()
     with pytest.raises(RuntimeError, match=r"experiment 'nope': torchrun with 2 processes exited with"):
         launch_torchrun(path, "nope", 2, python=str(bare_python))

@@ -163,7 +163,8 @@ def test_dag_runs_end_to_end(tmp_path, demo_teachers):
     # The rest of the DAG on the same shards: train (base and CUSA), evaluate, Table 1.
     snakemake("results/table1.csv", "--cores", "2", "--directory", str(tmp_path), "--configfile", str(cfg))
     table = pd.read_csv(tmp_path / "results/table1.csv")
-    assert list(table.columns) == ["table", "student", "method", "dataset", "direction", "metric", "value", "paper_value"]
+    assert list(table.columns) == ["table", "student", "method", "dataset", "direction", "metric", "value", "paper_value",
+                                   "seeds", "std", "ci_low", "ci_high", "interval", "vs_baseline"]
     assert set(table["method"]) == {"base", "cusa"}
     assert table["paper_value"].isna().all()  # the demo is not a dataset of the paper
     for _, rows in table.groupby("method"):
@@ -174,7 +175,7 @@ def test_dag_runs_end_to_end(tmp_path, demo_teachers):
     md = (tmp_path / "results/table1.md").read_text()
     assert "synthetic" in md and "not MSCOCO" in md
     for run in ("demo-base", "demo-cusa"):
-        log = pd.read_csv(tmp_path / f"results/runs/{run}/train_log.csv")
+        log = pd.read_csv(tmp_path / f"results/runs/{run}/seed-23/train_log.csv")
         assert list(log["epoch"]) == [1, 2]
     again = snakemake("results/table1.csv", "-n", "--directory", str(tmp_path), "--configfile", str(cfg))
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -202,7 +203,7 @@ def test_dag_runs_end_to_end(tmp_path, demo_teachers):
     assert any(m.endswith("+ refinement") for m in person["method"])  # the MMRef row, refined
     ablation = pd.read_csv(tmp_path / "results/mmref/table3.csv")
     assert ablation["method"].nunique() >= 6
-    log = pd.read_csv(tmp_path / "results/runs/demo-mmref/train_log.csv")
+    log = pd.read_csv(tmp_path / "results/runs/demo-mmref/seed-23/train_log.csv")
     assert log[["loss_id", "loss_fuse", "loss_guide", "loss_recon"]].notna().all().all()
     again = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(cfg))
     assert "Nothing to be done" in again.stdout + again.stderr

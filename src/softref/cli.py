@@ -11,6 +11,9 @@ Subcommands::
     softref check-dataset FORMAT ROOT [--dataset NAME] [--annotations F] [--no-check-images]
                     [--option KEY=VALUE ...]
     softref fetch-teachers [DEST]
+    softref teacher-diagnostics MANIFEST_DIR [--image-features DIR] [--text-features DIR]
+                    [--split train] [--relevance identity|facts] [--facts FILE --root DIR]
+                    [--batch-size 32] [--seed 0] [--teacher-tau T ...] [--out FILE.json]
 
 A softref error prints ``softref: error: <message>`` to stderr and exits with status 2 (the
 traceback is logged with ``--log-level DEBUG``); ``validate`` and ``check-dataset`` exit with
@@ -358,6 +361,78 @@ def cmd_fetch_teachers(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# teacher-diagnostics
+# ---------------------------------------------------------------------------------------------
+def _diagnostics_pairs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The (caption, image) pairs of ``--split`` (texts joined with their images) and their relevance."""
+    from softref.data.manifest import read_images, read_texts
+    from softref.teachers.diagnostics import fact_relevance, identity_relevance
+
+    manifest_dir = Path(args.manifest_dir)
+    texts = read_texts(manifest_dir / "texts.parquet")
+    images = read_images(manifest_dir / "images.parquet")
+    pairs = texts[texts["split"] == args.split].merge(
+        images[["image_id", "path"]], on="image_id", how="left", validate="many_to_one")
+    if not len(pairs):
+        raise ValueError(f"{manifest_dir / 'texts.parquet'}: no captions in split {args.split!r}; "
+                         f"its splits: {sorted(set(texts['split']))}")
+    if args.relevance == "identity":
+        if args.facts is not None or args.root is not None:
+            raise ValueError("teacher-diagnostics: --facts and --root apply to --relevance facts only")
+        return pairs, identity_relevance(pairs["identity"].tolist())
+    if args.facts is None or args.root is None:
+        raise ValueError("teacher-diagnostics --relevance facts needs --facts (the demo's oracle_attributes.json) "
+                         "and --root (the dataset root the manifest's paths are relative to)")
+    from softref.data.facts import FactTable
+
+    table = FactTable.load(args.facts)
+    root = Path(args.root)
+    image_codes = table.image_codes([str(root / p) for p in pairs["path"]])
+    caption_codes = table.caption_codes(pairs["caption"].tolist())
+    return pairs, fact_relevance(caption_codes, image_codes)
+
+
+def cmd_teacher_diagnostics(args: argparse.Namespace) -> int:
+    import json
+
+    from softref.features.store import FeatureStore
+    from softref.files import write_text_atomic
+    from softref.teachers.diagnostics import soft_label_diagnostics
+
+    sources = {"image": (args.image_features, "images", "image_id"), "text": (args.text_features, "texts", "text_id")}
+    if args.image_features is None and args.text_features is None:
+        raise ValueError("teacher-diagnostics: give --image-features and/or --text-features")
+    pairs, relevant = _diagnostics_pairs(args)
+    features, teachers = {}, {}
+    for modality, (directory, shard_kind, column) in sources.items():
+        if directory is None:
+            continue
+        with FeatureStore.from_dir(directory, shard_kind) as store:
+            features[modality] = store.get(pairs[column].tolist())
+            teachers[modality] = str(store.attrs["teacher"])
+    result = soft_label_diagnostics(features, relevant, batch_size=args.batch_size, seed=args.seed,
+                                    teacher_taus=args.teacher_tau or (1.0, 0.1), max_batches=args.max_batches,
+                                    image_of_pair=pairs["image_id"].tolist())
+    result = {"manifest_dir": str(args.manifest_dir), "split": args.split, "relevance": args.relevance,
+              "teachers": teachers, **result}
+    print(f"{args.manifest_dir} {args.split}: {result['num_pairs']} pairs, {result['num_batches']} batches of "
+          f"{result['batch_size']} (seed {result['seed']}), relevance {args.relevance}")
+    for modality, teacher in teachers.items():
+        row = result[modality]
+        print(f"  {modality} teacher {teacher}: AUC {row['auc']:.4f}, {row['auc_other_images']:.4f} without "
+              f"same-image pairs ({row['matching_pairs']} matching, {row['same_image_pairs']} of them same-image; "
+              f"{row['non_matching_pairs']} non-matching off-diagonal pairs; other matches "
+              f"{100 * row['other_match_share']:.1f}% of a row)")
+        for tau, stats in row["rows"].items():
+            print(f"    teacher_tau {tau}: entropy / ln B {stats['entropy_ratio']:.4f}, diagonal mass "
+                  f"{stats['diagonal_mass']:.4f}, other-match mass {stats['other_match_mass']:.4f}")
+    if args.out:
+        write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -381,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub, list(FORMATS))
     _add_check_dataset(sub, list(FORMATS))
     _add_fetch_teachers(sub)
+    _add_teacher_diagnostics(sub)
     return parser
 
 
@@ -470,6 +546,31 @@ def _add_fetch_teachers(sub: argparse._SubParsersAction) -> None:
                        description="Fetch and verify all-mpnet-base-v2 and EfficientNet-Lite0 into DEST.")
     p.add_argument("dest", nargs="?", default="models", metavar="DEST", help="target folder (default: models)")
     p.set_defaults(func=cmd_fetch_teachers)
+
+
+def _add_teacher_diagnostics(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("teacher-diagnostics", help="how well teacher soft labels separate matching pairs",
+                       description="Over one shuffled epoch of random batches of a split's (caption, image) "
+                       "pairs, as training draws them: the ROC AUC of the teachers' cosine similarities for "
+                       "matching against non-matching off-diagonal pairs, and the entropy (relative to ln B) "
+                       "of the soft-label rows softmax(S / teacher_tau). Matching: same identity "
+                       "(--relevance identity), or the caption true of the image by the demo's facts "
+                       "(--relevance facts); see softref.teachers.diagnostics.")
+    p.add_argument("manifest_dir", metavar="MANIFEST_DIR", help="results/data/<dataset> (images.parquet, texts.parquet)")
+    p.add_argument("--image-features", metavar="DIR", help="results/features/<dataset>/<image teacher>")
+    p.add_argument("--text-features", metavar="DIR", help="results/features/<dataset>/<text teacher>")
+    p.add_argument("--split", default="train", help="which split's pairs (default train)")
+    p.add_argument("--relevance", choices=["identity", "facts"], default="identity",
+                   help="what makes a caption true of an image (default identity)")
+    p.add_argument("--facts", metavar="FILE", help="the demo's oracle_attributes.json (--relevance facts)")
+    p.add_argument("--root", metavar="DIR", help="dataset root of the manifest's image paths (--relevance facts)")
+    p.add_argument("--batch-size", type=int, default=32, help="B (default 32, the demo's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches' shuffle (default 0)")
+    p.add_argument("--teacher-tau", type=float, action="append", metavar="T",
+                   help="a teacher temperature; repeatable (default: 1.0, the paper's, and 0.1)")
+    p.add_argument("--max-batches", type=int, default=None, metavar="N", help="use at most N batches")
+    p.add_argument("--out", metavar="FILE", help="also write the result as JSON")
+    p.set_defaults(func=cmd_teacher_diagnostics)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,8 @@ __all__ = [
     "NeighbourIndexConfig",
     "ReferencesConfig",
     "RefineConfig",
+    "ReportConfig",
+    "ReportQuestion",
     "StudentConfig",
     "TableConfig",
     "TeacherError",
@@ -90,7 +92,8 @@ class TeacherError(ValueError):
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The embedded synthetic benchmark (``softref.data.synthetic``)."""
+    """The embedded synthetic benchmark (``softref.data.synthetic``). The defaults are a small
+    benchmark; ``config.yaml``'s demo block sets the demo's sizes."""
 
     seed: int = 0
     num_identities: int = 60
@@ -127,7 +130,8 @@ class TeacherSpec:
     Attributes:
         name: the config key; it names the feature folder `results/features/{dataset}/{name}`.
         kind: which loader builds it: "efficientnet-lite0", "unicom", "sentence-transformers",
-            "open_clip-image" or "open_clip-text" (see `softref.teachers.registry.KINDS`).
+            "open_clip-image", "open_clip-text" or "oracle-attributes" (the demo's facts; image
+            or text) (see `softref.teachers.registry.KINDS`).
         modality: "image" or "text"; must agree with the kind.
         weights: a local file or folder; for kinds that support it, a hub name (Unicom's
             "ViT-B/32", a sentence-transformers model id, an open_clip pretrained tag).
@@ -297,6 +301,7 @@ class ExperimentConfig:
     beta: float = 0.50
     teacher_tau: float = 1.0
     seed: int = 23
+    seeds: tuple[int, ...] = ()
     gather: bool = True
     public_code_weighting: bool = True
     student_pre_caption: bool = True
@@ -321,6 +326,17 @@ class ExperimentConfig:
     def references_name(self) -> str:
         """``<image_teacher>+<text_teacher>``: the teacher references an mmref run reads."""
         return f"{self.image_teacher}+{self.text_teacher}"
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds the DAG trains, one run each: ``seeds`` when given, else ``seed`` alone."""
+        return tuple(self.seeds) or (self.seed,)
+
+    def with_seed(self, seed: int) -> ExperimentConfig:
+        """This experiment's run of ``seed`` (one of :attr:`run_seeds`)."""
+        if seed not in self.run_seeds:
+            raise ConfigError(f"experiments.{self.name}: no run with seed {seed}; its seeds are {list(self.run_seeds)}")
+        return dataclasses.replace(self, seed=int(seed), seeds=())
 
     def uses_teacher_features(self) -> bool:
         """True when training needs teacher features (CUSA's soft labels), from shards or online."""
@@ -381,6 +397,12 @@ class TableConfig:
     benchmarks: tuple[str, ...] = ()
     label: str = ""
     pairing: str = "cross"
+    baseline: str | None = None
+
+    @property
+    def baseline_experiment(self) -> str | None:
+        """The experiment whose row the others are compared with: ``baseline``, else the first listed."""
+        return self.baseline or (self.experiments[0] if self.experiments else None)
 
     def cells(self, experiments: Mapping[str, ExperimentConfig], benchmarks: Mapping[str, BenchmarkConfig]) -> list[tuple[str, str]]:
         """The (experiment, benchmark) evaluations the table shows: every pair (``cross``), or
@@ -391,6 +413,29 @@ class TableConfig:
             for b in self.benchmarks
             if self.pairing == "cross" or benchmarks[b].dataset == experiments[e].dataset
         ]
+
+
+@dataclass(frozen=True)
+class ReportQuestion:
+    """One question ``softref report`` answers: ``row`` minus ``baseline`` (experiments) on one
+    number of ``benchmark``'s evaluations, paired by seed."""
+
+    question: str
+    row: str
+    baseline: str
+    benchmark: str
+    direction: str
+    metric: str
+    dataset: str | None = None
+    variant: str = ""
+    baseline_variant: str = ""
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The questions ``softref report`` answers from a run's evaluations (the README's numbers)."""
+
+    questions: tuple[ReportQuestion, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -407,6 +452,7 @@ class Config:
     experiments: Mapping[str, ExperimentConfig] = field(default_factory=dict)
     benchmarks: Mapping[str, BenchmarkConfig] = field(default_factory=dict)
     tables: Mapping[str, TableConfig] = field(default_factory=dict)
+    report: ReportConfig = field(default_factory=ReportConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def teachers_of(self, dataset: str, modality: str) -> list[str]:
@@ -431,6 +477,7 @@ BLOCKS: dict[str, type] = {
     "benchmarks": BenchmarkConfig,
     "benchmarks.refine": RefineConfig,
     "tables": TableConfig,
+    "report.questions": ReportQuestion,
 }
 
 
@@ -589,6 +636,8 @@ def _check_experiments(problems: _Problems, cfg: Config) -> None:
             elif cfg.teachers[t].modality != modality:
                 problems.add(f"{where}.{key}: expected a {modality} teacher, {t!r} is a {cfg.teachers[t].modality} teacher")
         _check_training_choices(problems, where, ex)
+        if len(set(ex.run_seeds)) != len(ex.run_seeds):
+            problems.add(f"{where}.seeds: expected distinct seeds, found {list(ex.run_seeds)}")
         if ex.gpus < 1 or ex.batch_size % ex.gpus:
             problems.add(f"{where}.gpus: expected >= 1 and a divisor of batch_size ({ex.batch_size}), found {ex.gpus}")
         if ex.refines() and not ex.mmref.bank_trains:
@@ -620,12 +669,31 @@ def _check_benchmarks_and_tables(problems: _Problems, cfg: Config) -> None:
             for item in getattr(tb, key):
                 if item not in known:
                     problems.add(f"tables.{name}.{key}: unknown {key[:-1]} {item!r}; defined: {sorted(known)}")
+        if tb.baseline is not None and tb.baseline not in tb.experiments:
+            problems.add(f"tables.{name}.baseline: expected one of the table's experiments {list(tb.experiments)}, "
+                         f"found {tb.baseline!r}")
         for b in tb.benchmarks:
             if b in cfg.benchmarks and cfg.benchmarks[b].protocol not in TABLE_PROTOCOLS[tb.kind]:
                 problems.add(
                     f"tables.{name}.benchmarks: {b!r} has protocol {cfg.benchmarks[b].protocol!r}; a {tb.kind!r} "
                     f"table reads {list(TABLE_PROTOCOLS[tb.kind])}"
                 )
+
+
+def _report(problems: _Problems, raw: Mapping[str, Any] | None) -> ReportConfig:
+    questions = []
+    for i, values in enumerate((raw or {}).get("questions") or []):
+        built = problems.build(ReportQuestion, values, f"report.questions[{i}]")
+        if built is not None:
+            questions.append(built)
+    return ReportConfig(tuple(questions))
+
+
+def _check_report(problems: _Problems, cfg: Config) -> None:
+    for i, q in enumerate(cfg.report.questions):
+        for key, known in (("row", cfg.experiments), ("baseline", cfg.experiments), ("benchmark", cfg.benchmarks)):
+            if getattr(q, key) not in known:
+                problems.add(f"report.questions[{i}].{key}: expected one of {sorted(known)}, found {getattr(q, key)!r}")
 
 
 def load_config(raw: Mapping[str, Any]) -> Config:
@@ -654,6 +722,7 @@ def load_config(raw: Mapping[str, Any]) -> Config:
                            {"mmref": (MMRefConfig, "mmref"), "teacher_features": (TeacherFeaturesConfig, "")}),
         benchmarks=benchmarks,
         tables=_named(problems, TableConfig, raw.get("tables"), "tables"),
+        report=_report(problems, raw.get("report")),
         raw=dict(raw),
     )
     for name, ds in cfg.datasets.items():
@@ -664,6 +733,7 @@ def load_config(raw: Mapping[str, Any]) -> Config:
             problems.add(f"datasets.{name}.num_shards: expected >= 1, found {ds.num_shards}")
     _check_experiments(problems, cfg)
     _check_benchmarks_and_tables(problems, cfg)
+    _check_report(problems, cfg)
     if problems.items:
         raise ConfigError(problems.items)
     return cfg

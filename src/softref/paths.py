@@ -62,7 +62,8 @@ NEIGHBOURS = "results/references/{dataset}/{teachers}.neighbours.parquet"
 TRAINVAL_REFERENCES = "results/references/{dataset}/trainval/{teachers}.h5"
 TRAINVAL_NEIGHBOUR_INDEX = "results/references/{dataset}/trainval/{teachers}.faiss"
 TRAINVAL_NEIGHBOURS = "results/references/{dataset}/trainval/{teachers}.neighbours.parquet"
-RUN = "results/runs/{experiment}"
+#: One run of an experiment: its seed's folder (an experiment trains one run per seed).
+RUN = "results/runs/{experiment}/seed-{seed}"
 CHECKPOINT = RUN + "/checkpoint.pt"
 TRAIN_LOG = RUN + "/train_log.csv"
 #: An experiment with ``retrain_on_trainval``: trained again on train + val for the epochs its run
@@ -108,13 +109,13 @@ def references(dataset: str, teachers: str, root: str | Path = RESULTS, trainval
             for key, pattern in zip(("references", "index", "neighbours"), patterns)}
 
 
-def run_dir(experiment: str, root: str | Path = RESULTS) -> Path:
-    return _under(root, RUN, experiment=experiment)
+def run_dir(experiment: str, seed: int, root: str | Path = RESULTS) -> Path:
+    return _under(root, RUN, experiment=experiment, seed=seed)
 
 
-def retrain_dir(experiment: str, root: str | Path = RESULTS) -> Path:
-    return _under(root, RETRAIN_RUN, experiment=experiment)
+def retrain_dir(experiment: str, seed: int, root: str | Path = RESULTS) -> Path:
+    return _under(root, RETRAIN_RUN, experiment=experiment, seed=seed)
 
 
-def evaluation(experiment: str, benchmark: str, root: str | Path = RESULTS) -> Path:
-    return _under(root, EVALUATION, experiment=experiment, benchmark=benchmark)
+def evaluation(experiment: str, seed: int, benchmark: str, root: str | Path = RESULTS) -> Path:
+    return _under(root, EVALUATION, experiment=experiment, seed=seed, benchmark=benchmark)

@@ -48,6 +48,7 @@ wildcard_constraints:
     teacher=_alternatives(CFG.teachers),
     shard=r"\d+",
     experiment=_alternatives(CFG.experiments),
+    seed=r"\d+",
     benchmark=_alternatives(CFG.benchmarks),
     table=_alternatives(CFG.tables),
 
@@ -68,7 +69,7 @@ def _looks_local(weights):
         Path(weights).exists()
         or os.path.isabs(weights)
         or weights.startswith((".", "~", "models"))
-        or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+        or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".json"))
     )
 
 
@@ -164,7 +165,7 @@ def train_inputs(wildcards):
 def train_params(wildcards):
     """The experiment and its student as configured, less what cannot change the trained model
     (DataLoader workers, the table row's name and paper role): a change reruns the train job."""
-    ex = config["experiments"][wildcards.experiment]
+    ex = {**config["experiments"][wildcards.experiment], "seed": int(wildcards.seed), "seeds": []}
     return {
         "experiment": {k: v for k, v in ex.items() if k not in TRAINING_IGNORES},
         "student": {k: v for k, v in config["students"][ex["student"]].items() if k != "paper_model"},
@@ -176,7 +177,7 @@ def retrain_inputs(wildcards):
     teacher references and neighbours over the train + val identities."""
     ex = CFG.experiments[wildcards.experiment]
     inputs = train_inputs(wildcards)
-    inputs["selection"] = paths.CHECKPOINT.format(experiment=wildcards.experiment)
+    inputs["selection"] = paths.CHECKPOINT.format(experiment=wildcards.experiment, seed=wildcards.seed)
     if ex.needs_references():
         refs = paths.references(ex.dataset, ex.references_name, trainval=True)
         inputs["references"] = str(refs["references"])
@@ -184,10 +185,10 @@ def retrain_inputs(wildcards):
     return inputs
 
 
-def model_checkpoint(experiment):
-    """The checkpoint an experiment's evaluations read: its retrain's when it retrains on train + val."""
+def model_checkpoint(experiment, seed):
+    """The checkpoint a run's evaluations read: its retrain's when the experiment retrains on train + val."""
     retrains = CFG.experiments[experiment].retrain_on_trainval
-    return (paths.RETRAIN_CHECKPOINT if retrains else paths.CHECKPOINT).format(experiment=experiment)
+    return (paths.RETRAIN_CHECKPOINT if retrains else paths.CHECKPOINT).format(experiment=experiment, seed=seed)
 
 
 def train_switches(wildcards):
@@ -208,13 +209,14 @@ def evaluate_inputs(wildcards):
     manifests (with positives and pairs) of the benchmark's dataset."""
     bm = CFG.benchmarks[wildcards.benchmark]
     inputs = {
-        "checkpoint": model_checkpoint(wildcards.experiment),
+        "checkpoint": model_checkpoint(wildcards.experiment, wildcards.seed),
         **_manifests(bm.dataset, ("images", "texts", "positives", "pairs")),
     }
     if bm.protocol == "training-cost":
         # The log of the run that made the evaluated model: the retrain's, where there is one.
         retrains = CFG.experiments[wildcards.experiment].retrain_on_trainval
-        inputs["train_log"] = (paths.RETRAIN_LOG if retrains else paths.TRAIN_LOG).format(experiment=wildcards.experiment)
+        log = paths.RETRAIN_LOG if retrains else paths.TRAIN_LOG
+        inputs["train_log"] = log.format(experiment=wildcards.experiment, seed=wildcards.seed)
     return inputs
 
 
@@ -229,7 +231,8 @@ def evaluate_params(wildcards):
 def table_inputs(wildcards):
     """Every evaluation JSON the table shows."""
     tb = CFG.tables[wildcards.table]
-    return [paths.EVALUATION.format(experiment=e, benchmark=b) for e, b in tb.cells(CFG.experiments, CFG.benchmarks)]
+    return [paths.EVALUATION.format(experiment=e, seed=s, benchmark=b)
+            for e, b in tb.cells(CFG.experiments, CFG.benchmarks) for s in CFG.experiments[e].run_seeds]
 
 
 def table_params(wildcards):

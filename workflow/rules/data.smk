@@ -4,6 +4,9 @@
 rule synthesize_demo:
     output:
         coco="resources/demo/coco/dataset_coco.json",
+        eccv=directory("resources/demo/coco/eccv"),
+        ground_truth="resources/demo/coco/ground_truth_stats.json",
+        oracle="resources/demo/oracle_attributes.json",
         person="resources/demo/person/reid_raw.json",
         sts="resources/demo/sts/pairs.tsv",
         retrieval=directory("resources/demo/retrieval"),

@@ -1,4 +1,4 @@
-# Evaluation: one job per (experiment, benchmark), a JSON of metrics each.
+# Evaluation: one job per (experiment, seed, benchmark), a JSON of metrics each.
 
 
 rule evaluate:
@@ -10,9 +10,9 @@ rule evaluate:
         evaluation=evaluate_params,
     threads: 2
     log:
-        "logs/evaluate/{experiment}/{benchmark}.log",
+        "logs/evaluate/{experiment}/seed-{seed}/{benchmark}.log",
     benchmark:
-        "benchmarks/evaluate/{experiment}/{benchmark}.tsv"
+        "benchmarks/evaluate/{experiment}/seed-{seed}/{benchmark}.tsv"
     conda:
         "../../envs/softref.yaml"
     script:

@@ -1,4 +1,4 @@
-# Training: one job per experiment. A killed job resumes from results/runs/{experiment}/last.pt.
+# Training: one job per (experiment, seed). A killed job resumes from its run folder's last.pt.
 # An experiment with retrain_on_trainval is then trained again on train + val (rule retrain) for
 # the epochs its run selected on val; its evaluations read that model.
 # The jobs' message lists the switches where a run may follow or leave the public code's way, and
@@ -16,14 +16,14 @@ rule train:
         run=train_params,
         switches=train_switches,
     message:
-        "train {wildcards.experiment} (resources: gpu={resources.gpu}, threads={threads}): {params.switches}"
+        "train {wildcards.experiment} seed {wildcards.seed} (resources: gpu={resources.gpu}, threads={threads}): {params.switches}"
     threads: 2
     resources:
         gpu=train_gpus,
     log:
-        "logs/train/{experiment}.log",
+        "logs/train/{experiment}/seed-{seed}.log",
     benchmark:
-        "benchmarks/train/{experiment}.tsv"
+        "benchmarks/train/{experiment}/seed-{seed}.tsv"
     conda:
         "../../envs/softref.yaml"
     script:
@@ -42,14 +42,14 @@ rule retrain:
         run=train_params,
         switches=train_switches,
     message:
-        "retrain {wildcards.experiment} (resources: gpu={resources.gpu}, threads={threads}): {params.switches}"
+        "retrain {wildcards.experiment} seed {wildcards.seed} (resources: gpu={resources.gpu}, threads={threads}): {params.switches}"
     threads: 2
     resources:
         gpu=train_gpus,
     log:
-        "logs/retrain/{experiment}.log",
+        "logs/retrain/{experiment}/seed-{seed}.log",
     benchmark:
-        "benchmarks/retrain/{experiment}.tsv"
+        "benchmarks/retrain/{experiment}/seed-{seed}.tsv"
     conda:
         "../../envs/softref.yaml"
     script:

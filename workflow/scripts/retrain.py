@@ -1,4 +1,4 @@
-"""Train one experiment again on train + val for the epochs its finished run selected on val.
+"""Train one run (experiment, seed) again on train + val for the epochs it selected on val.
 
 With one GPU or none it trains in this process; with more (resource ``gpu``), under torchrun on the
 effective config written beside the run (``python -m softref.train --retrain``).
@@ -10,14 +10,14 @@ from softref.train.launch import launch_torchrun
 from softref.workflow import rule_context, write_config
 
 with rule_context(snakemake) as cfg:
-    name = snakemake.wildcards.experiment
-    ex = cfg.experiments[name]
+    name, seed = snakemake.wildcards.experiment, int(snakemake.wildcards.seed)
+    ex = cfg.experiments[name].with_seed(seed)
     inputs = snakemake.input
     out_dir = Path(snakemake.output.checkpoint).parent
     gpus = int(snakemake.resources.get("gpu", 0) or 0)
     if gpus > 1:
         config_path = write_config(snakemake.config, out_dir / "config.yaml")
-        launch_torchrun(config_path, name, gpus, results=out_dir.parents[2], retrain=True)
+        launch_torchrun(config_path, name, gpus, seed=seed, results=out_dir.parents[3], retrain=True)
     else:
         retrain(
             ex,

@@ -7,7 +7,7 @@ from softref.workflow import rule_context
 with rule_context(snakemake) as cfg:
     d = cfg.demo
     synthesize_demo(
-        Path(snakemake.output.coco).parents[1],
+        Path(snakemake.output.oracle).parent,
         seed=d.seed,
         num_identities=d.num_identities,
         images_per_identity=d.images_per_identity,

@@ -11,14 +11,14 @@ from softref.train.launch import launch_torchrun
 from softref.workflow import rule_context, write_config
 
 with rule_context(snakemake) as cfg:
-    name = snakemake.wildcards.experiment
-    ex = cfg.experiments[name]
+    name, seed = snakemake.wildcards.experiment, int(snakemake.wildcards.seed)
+    ex = cfg.experiments[name].with_seed(seed)
     inputs = snakemake.input
     out_dir = Path(snakemake.output.checkpoint).parent
     gpus = int(snakemake.resources.get("gpu", 0) or 0)
     if gpus > 1:
         config_path = write_config(snakemake.config, out_dir / "config.yaml")
-        launch_torchrun(config_path, name, gpus, results=out_dir.parents[1])
+        launch_torchrun(config_path, name, gpus, seed=seed, results=out_dir.parents[2])
     else:
         train(
             ex,

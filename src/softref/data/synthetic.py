@@ -3,25 +3,47 @@
 Identities are combinations of six attributes -- the colours of four parts (hat, top, bottom,
 shoes; eight named colours), the shape of an emblem on the chest (circle, square, triangle,
 star) and an accessory (bag, glasses, umbrella or none). No two identities share all six, but
-many share some, and every caption mentions only a random part of its identity's attributes
-(one to four, never all): captions are ambiguous and images of other identities are often
-right for a caption -- the false negatives CUSA's soft labels target and the incomplete
-descriptions MMRef's references target.
+many share some.
+
+COCO-style images are *scenes*: an identity's figure plus six scene facts drawn per image (the
+background's kind and colour, the figure's position and size, a second object and its colour;
+:mod:`softref.data.facts`), distinct for every image, so a caption that mentions enough facts
+has exactly one right image. Each caption states a random subset (two to seven) of its image's
+twelve facts, so a vague caption is also true of other images: the false negatives CUSA's
+soft labels target, now known exactly. The generator evaluates every test caption against
+every test image and writes that ground truth in ECCV Caption's format. Person crops show only
+the figure; their captions mention one to four (never all) of the identity's six attributes,
+and relevance there is by identity: the incomplete descriptions MMRef's references target.
 
 :func:`synthesize_demo` writes the benchmark under ``root`` in the real datasets' formats, so
 the real adapters (:mod:`softref.data.adapters`) read it:
 
-``coco/dataset_coco.json`` + ``coco/images/*.png``
+``coco/dataset_coco.json`` + ``coco/images/id<identity>_<n>.png``
     Karpathy-split JSON (``{"images": [{"filepath": "images", "filename", "imgid", "cocoid",
     "split", "sentids", "sentences": [{"raw", "tokens", "imgid", "sentid"}]}], "dataset":
     "coco"}``), square scenes with one figure each; about a third of the training images are
     marked ``restval``, as in the real file.
+``coco/eccv/``
+    The test split's ground truth in the ``eccv_caption`` package's layout, keyed by ``cocoid``
+    and ``sentid``: ``coco_test_ids.npy`` (every test caption id), ``original_caption_to_image
+    .json`` / ``original_image_to_caption.json`` (the annotated pairs) and
+    ``eccv_caption_to_image.json`` / ``eccv_image_to_caption.json`` (every test image and
+    caption is a query; its positives are all test items the caption is true of, its own pair
+    included). The ``eccv`` adapter and the ``eccv`` protocol (``eccv_dir: eccv``) read them.
+``coco/ground_truth_stats.json``
+    Per split: images, captions, the captions true of more than their own image (the
+    false-negative rate of image-level relevance) and how many images a caption is true of.
+``oracle_attributes.json``
+    The facts of every COCO-style and person image (keyed by path relative to ``root``) and of
+    every caption (keyed by its text): the ``oracle-attributes`` teacher's input
+    (:class:`softref.data.facts.FactTable`).
 ``person/reid_raw.json`` + ``person/imgs/demo/<id>/<n>.png``
     CUHK-PEDES-style list of ``{"split", "captions" (two per image), "id" (from 1),
     "file_path": "demo/<id>/<n>.png", "processed_tokens"}``; ``H x W`` crops of a standing figure.
 ``retrieval/<split>/<class>/<n>.png``
     Class folders for uni-modal image retrieval; a class is an identity (``<class>`` is its
-    four-digit number), and the train, val and test classes are disjoint (CUB's protocol).
+    four-digit number) rendered in random scenes, and the train, val and test classes are
+    disjoint (CUB's protocol).
 ``sts/pairs.tsv``
     Sentence pairs for semantic textual similarity: a header line ``sentence1<TAB>sentence2
     <TAB>score``, then one pair per line. Each sentence describes every attribute of an
@@ -30,8 +52,8 @@ the real adapters (:mod:`softref.data.adapters`) read it:
 
 Splits are by identity (disjoint identities in train, val and test). Everything follows from
 ``seed`` through independent random streams (identities and splits, COCO-style, person,
-retrieval, STS), so the same arguments give byte-identical files: PNGs carry no timestamps and
-JSON is written with sorted keys.
+retrieval, STS), so the same arguments give byte-identical files: PNGs carry no timestamps,
+JSON is written with sorted keys and the ``.npy`` file holds a plain int64 array.
 """
 
 from __future__ import annotations
@@ -39,7 +61,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -51,19 +72,47 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from softref.data.facts import (
+    ACCESSORIES,
+    ATTRIBUTES,
+    BACKGROUND_COLOURS,
+    BACKGROUNDS,
+    COLOURS,
+    FACT_DOMAINS,
+    FACTS,
+    OBJECTS,
+    PARTS,
+    POSITIONS,
+    SCENE_FACTS,
+    SHAPES,
+    SIZES,
+    eccv_ground_truth,
+    fact_codes,
+    fact_table_json,
+    false_negative_stats,
+    truth_matrix,
+)
+from softref.files import publish
 from softref.runtime import progress_disabled
 
 __all__ = [
     "PALETTE",
+    "BACKGROUND_PALETTE",
     "COLOURS",
     "SHAPES",
     "ACCESSORIES",
     "PARTS",
     "ATTRIBUTES",
+    "FACTS",
+    "SCENE_FACTS",
+    "CAPTION_FACT_COUNTS",
+    "ORACLE_FILE",
     "Identity",
     "sample_identities",
     "assign_splits",
+    "sample_scenes",
     "describe",
+    "describe_scene",
     "tokenize",
     "synthesize_demo",
 ]
@@ -80,20 +129,22 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "white": (242, 242, 242),
     "black": (25, 25, 25),
 }
-COLOURS: tuple[str, ...] = tuple(PALETTE)
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
-ACCESSORIES: tuple[str, ...] = ("bag", "glasses", "umbrella", "none")
-PARTS: tuple[str, ...] = ("hat", "top", "bottom", "shoes")
-ATTRIBUTES: tuple[str, ...] = PARTS + ("emblem", "accessory")
-_DOMAINS: dict[str, tuple[str, ...]] = {
-    **{part: COLOURS for part in PARTS},
-    "emblem": SHAPES,
-    "accessory": ACCESSORIES,
+BACKGROUND_PALETTE: dict[str, tuple[int, int, int]] = {
+    "grey": (128, 128, 128),
+    "brown": (125, 85, 50),
+    "pink": (225, 150, 175),
+    "teal": (40, 135, 135),
+    "beige": (215, 200, 160),
+    "olive": (115, 115, 45),
 }
+if tuple(PALETTE) != COLOURS or tuple(BACKGROUND_PALETTE) != BACKGROUND_COLOURS:
+    raise AssertionError("the palettes must name exactly softref.data.facts' colours, in order")
+_DOMAINS = FACT_DOMAINS
 
 # Independent random streams, so that e.g. more STS pairs do not change any image.
 _STREAM_IDENTITIES, _STREAM_COCO, _STREAM_PERSON, _STREAM_RETRIEVAL, _STREAM_STS = range(5)
 
+ORACLE_FILE = "oracle_attributes.json"
 PERSON_CAPTIONS_PER_IMAGE = 2  # as in CUHK-PEDES
 
 
@@ -171,6 +222,25 @@ def assign_splits(
     return {identities[i].number: s for i, s in zip(order.tolist(), splits)}
 
 
+def sample_scenes(count: int, rng: np.random.Generator) -> list[dict[str, str]]:
+    """``count`` distinct scenes: each a value for every scene fact, uniformly drawn.
+
+    Distinct within the call, so the renderings of one identity never show the same facts.
+    """
+    total = math.prod(len(_DOMAINS[f]) for f in SCENE_FACTS)
+    if not 0 <= count <= total:
+        raise ValueError(f"count must be in [0, {total}] (distinct scenes), got {count}")
+    scenes: list[dict[str, str]] = []
+    seen: set[tuple[str, ...]] = set()
+    while len(scenes) < count:
+        scene = {f: _pick(rng, _DOMAINS[f]) for f in SCENE_FACTS}
+        key = tuple(scene.values())
+        if key not in seen:
+            seen.add(key)
+            scenes.append(scene)
+    return scenes
+
+
 # ---------------------------------------------------------------------------------------------
 # Captions
 # ---------------------------------------------------------------------------------------------
@@ -190,9 +260,27 @@ _ACCESSORY_PHRASES: dict[str, tuple[str, ...]] = {
 }
 _SUBJECTS = ("A person", "Someone", "A pedestrian", "This person", "The individual", "A figure")
 _VERBS = ("wearing", "in", "dressed in", "with")
-# How many attributes a caption mentions: 1 to 4, mostly 2 or 3.
+# How many attributes a person caption mentions: 1 to 4, mostly 2 or 3.
 _MENTION_COUNTS = (1, 2, 3, 4)
 _MENTION_PROBS = (0.1, 0.3, 0.35, 0.25)
+
+# Scene captions. The size is an adjective of the subject; the other scene facts are clauses.
+_SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little"), "large": ("large", "big")}
+_SIZE_NOUNS = ("person", "figure", "pedestrian")
+_POSITION_PHRASES: dict[str, tuple[str, ...]] = {
+    "left": ("on the left", "standing on the left", "on the left side of the picture"),
+    "centre": ("in the middle", "in the centre", "standing in the middle"),
+    "right": ("on the right", "standing on the right", "on the right side of the picture"),
+}
+_BACKGROUND_NOUNS = ("background", "backdrop", "wall")
+_BACKGROUND_LEADS = ("in front of", "against")
+_OBJECT_NOUNS: dict[str, tuple[str, ...]] = {"ball": ("ball",), "box": ("box", "crate"), "cone": ("cone",)}
+_UNNAMED_OBJECT = ("object", "thing")
+_OBJECT_LEADS = ("next to", "beside", "near")
+#: How many of its image's facts a COCO-style caption mentions, and how often: two to seven of
+#: twelve. On the default demo this makes about half the test captions true of another image
+#: too (``coco/ground_truth_stats.json``) while most detailed ones pin down one image.
+CAPTION_FACT_COUNTS: dict[int, float] = {2: 0.1, 3: 0.2, 4: 0.25, 5: 0.2, 6: 0.15, 7: 0.1}
 
 
 def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
@@ -205,9 +293,43 @@ def _join(phrases: Sequence[str]) -> str:
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def _mentionable(identity: Identity | Mapping[str, str]) -> list[str]:
-    attrs = identity.attributes() if isinstance(identity, Identity) else identity
-    return [a for a in ATTRIBUTES if not (a == "accessory" and attrs[a] == "none")]
+def _article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def _mentionable(facts: Identity | Mapping[str, str]) -> list[str]:
+    """The facts a caption may mention, in :data:`FACTS` order (an accessory 'none' is unsayable)."""
+    attrs = facts.attributes() if isinstance(facts, Identity) else facts
+    return [a for a in FACTS if a in attrs and not (a == "accessory" and attrs[a] == "none")]
+
+
+def _figure_phrases(attrs: Mapping[str, str], mention: Sequence[str],
+                    rng: np.random.Generator) -> tuple[list[str], str]:
+    """The worn items (garments, emblem) and the accessory phrase for the figure facts of ``mention``."""
+    worn: list[str] = []
+    accessory = ""
+    for attr in mention:
+        value = attrs[attr]
+        if attr in PARTS:
+            noun, plural = _NOUNS[attr][int(rng.integers(len(_NOUNS[attr])))]
+            worn.append(f"{value} {noun}" if plural else _article(f"{value} {noun}"))
+        elif attr == "emblem":
+            worn.append(_pick(rng, _EMBLEM_PHRASES).format(value))
+        elif attr == "accessory":
+            if value == "none":
+                raise ValueError("the accessory 'none' cannot be mentioned")
+            accessory = _pick(rng, _ACCESSORY_PHRASES[value])
+        elif attr not in SCENE_FACTS:
+            raise ValueError(f"unknown attribute {attr!r}; expected one of {list(FACTS)}")
+    return worn, accessory
+
+
+def _predicate(worn: Sequence[str], accessory: str, rng: np.random.Generator) -> str:
+    """What follows the subject: `` wearing ... , <accessory>`` (empty when neither is mentioned)."""
+    if worn:
+        text = f" {_pick(rng, _VERBS)} {_join(worn)}"
+        return text + (f", {accessory}" if accessory else "")
+    return f" {accessory}" if accessory else ""
 
 
 def describe(
@@ -215,41 +337,78 @@ def describe(
 ) -> str:
     """A sentence mentioning exactly the attributes ``mention`` (in that order) of ``identity``."""
     attrs = identity.attributes() if isinstance(identity, Identity) else dict(identity)
-    worn: list[str] = []
-    accessory = ""
-    for attr in mention:
-        value = attrs[attr]
-        if attr in PARTS:
-            noun, plural = _NOUNS[attr][int(rng.integers(len(_NOUNS[attr])))]
-            article = "" if plural else ("an " if value[0] in "aeiou" else "a ")
-            worn.append(f"{article}{value} {noun}")
-        elif attr == "emblem":
-            worn.append(_pick(rng, _EMBLEM_PHRASES).format(value))
-        elif attr == "accessory":
-            if value == "none":
-                raise ValueError("the accessory 'none' cannot be mentioned")
-            accessory = _pick(rng, _ACCESSORY_PHRASES[value])
-        else:
-            raise ValueError(f"unknown attribute {attr!r}; expected one of {list(ATTRIBUTES)}")
+    unknown = [a for a in mention if a not in ATTRIBUTES]
+    if unknown:
+        raise ValueError(f"unknown attribute {unknown[0]!r}; expected one of {list(ATTRIBUTES)}")
+    worn, accessory = _figure_phrases(attrs, mention, rng)
     if not worn and not accessory:
         raise ValueError("a description must mention at least one attribute")
     subject = _pick(rng, _SUBJECTS)
-    if worn:
-        sentence = f"{subject} {_pick(rng, _VERBS)} {_join(worn)}"
-        if accessory:
-            sentence += f", {accessory}"
+    return subject + _predicate(worn, accessory, rng) + "."
+
+
+def _scene_clause(facts: Mapping[str, str], mention: set[str], clause: str,
+                  rng: np.random.Generator) -> str:
+    """One scene clause: ``position``, ``background`` (kind and/or colour) or ``object`` (kind and/or colour)."""
+    if clause == "position":
+        return _pick(rng, _POSITION_PHRASES[facts["position"]])
+    if clause == "background":
+        words = [facts[f] for f in ("background", "background_colour") if f in mention]
+        noun = " ".join(words + [_pick(rng, _BACKGROUND_NOUNS)])
+        return f"{_pick(rng, _BACKGROUND_LEADS)} {_article(noun)}"
+    if "object" in mention:
+        noun = _pick(rng, _OBJECT_NOUNS[facts["object"]])
     else:
-        sentence = f"{subject} {accessory}"
-    return sentence + "."
+        noun = _pick(rng, _UNNAMED_OBJECT)
+    if "object_colour" in mention:
+        noun = f"{facts['object_colour']} {noun}"
+    return f"{_pick(rng, _OBJECT_LEADS)} {_article(noun)}"
 
 
-def _caption(identity: Identity, rng: np.random.Generator) -> str:
-    """A caption mentioning a random part (never all) of the identity's attributes."""
-    candidates = _mentionable(identity)
+def describe_scene(facts: Mapping[str, str], mention: Sequence[str], rng: np.random.Generator) -> str:
+    """A sentence about a COCO-style scene that mentions exactly the facts ``mention`` of ``facts``.
+
+    Grammar: ``<subject>[ <verb> <worn items>][, <accessory>][, <scene clause>]*.``; the subject
+    carries the size (``A small figure``) when it is mentioned, the scene clauses (position;
+    background kind and colour; second object kind and colour) follow in random order.
+    """
+    mentioned = set(mention)
+    unknown = sorted(mentioned - set(FACTS))
+    if unknown:
+        raise ValueError(f"unknown fact {unknown[0]!r}; expected one of {list(FACTS)}")
+    if not mentioned:
+        raise ValueError("a description must mention at least one fact")
+    worn, accessory = _figure_phrases(facts, [m for m in mention if m in ATTRIBUTES], rng)
+    if "size" in mentioned:
+        subject = f"A {_pick(rng, _SIZE_WORDS[facts['size']])} {_pick(rng, _SIZE_NOUNS)}"
+    else:
+        subject = _pick(rng, _SUBJECTS)
+    clauses = [c for c, needs in (("position", {"position"}), ("background", {"background", "background_colour"}),
+                                  ("object", {"object", "object_colour"})) if needs & mentioned]
+    order = rng.permutation(len(clauses)).tolist()
+    scene = "".join(f", {_scene_clause(facts, mentioned, clauses[i], rng)}" for i in order)
+    return subject + _predicate(worn, accessory, rng) + scene + "."
+
+
+def _caption(identity: Identity, rng: np.random.Generator) -> tuple[str, dict[str, str]]:
+    """A person caption mentioning a random part (never all) of the identity's attributes, and
+    the facts it mentions."""
+    attrs = identity.attributes()
+    candidates = _mentionable(attrs)
     k = int(rng.choice(_MENTION_COUNTS, p=_MENTION_PROBS))
     k = max(1, min(k, len(candidates) - 1))
-    chosen = rng.choice(len(candidates), size=k, replace=False)
-    return describe(identity, [candidates[i] for i in chosen.tolist()], rng)
+    chosen = [candidates[i] for i in rng.choice(len(candidates), size=k, replace=False).tolist()]
+    return describe(identity, chosen, rng), {a: attrs[a] for a in chosen}
+
+
+def _scene_caption(facts: Mapping[str, str], rng: np.random.Generator) -> tuple[str, dict[str, str]]:
+    """A COCO-style caption mentioning :data:`CAPTION_FACT_COUNTS` of the scene's facts, and those facts."""
+    candidates = _mentionable(facts)
+    counts = list(CAPTION_FACT_COUNTS)
+    k = int(rng.choice(counts, p=list(CAPTION_FACT_COUNTS.values())))
+    k = max(1, min(k, len(candidates) - 1))
+    chosen = [candidates[i] for i in rng.choice(len(candidates), size=k, replace=False).tolist()]
+    return describe_scene(facts, chosen, rng), {f: facts[f] for f in chosen}
 
 
 def tokenize(sentence: str) -> list[str]:
@@ -397,15 +556,67 @@ def _finish(img: Image.Image, rng: np.random.Generator, occlusion_p: float,
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
 
 
-def _render_scene(ident: Identity, size: int, rng: np.random.Generator) -> Image.Image:
-    """A square scene: one figure at a random place and scale on a textured background."""
-    img = Image.fromarray(_background(rng, size, size), "RGB")
-    h = rng.uniform(0.55, 0.9) * size
-    w = 0.5 * h
-    x0 = rng.uniform(0.1 * w, max(0.1 * w, size - 1.1 * w))
-    y0 = rng.uniform(0.0, size - h)
-    _draw_figure(ImageDraw.Draw(img), ident, x0, y0, w, h, rng)
-    return _finish(img, rng, occlusion_p=0.4, occlusion_frac=(0.15, 0.35))
+def _scene_background(kind: str, colour: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``size`` x ``size`` background of the named kind and colour (plain: a faint gradient)."""
+    base = np.asarray(BACKGROUND_PALETTE[colour], dtype=np.float32) + rng.uniform(-8, 8, size=3)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    angle = rng.uniform(0, np.pi)
+    along = xx * np.cos(angle) + yy * np.sin(angle)
+    if kind == "plain":
+        delta = rng.uniform(4, 8) * (2 * along - 1)
+    elif kind == "striped":
+        delta = rng.uniform(28, 40) * np.sign(np.sin(2 * np.pi * along / rng.uniform(0.12, 0.2)))
+    elif kind == "checkered":
+        cell = rng.uniform(0.1, 0.16)
+        delta = rng.uniform(28, 40) * (((xx // cell + yy // cell) % 2) * 2 - 1)
+    else:
+        raise ValueError(f"unknown background {kind!r}; expected one of {list(BACKGROUNDS)}")
+    return np.clip(base[None, None, :] + delta[..., None], 0, 255).astype(np.uint8)
+
+
+def _draw_object(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float,
+                 colour: tuple[int, int, int]) -> None:
+    """The second object, standing on the ground at (cx, cy + r): a ball, a box or a cone."""
+    edge = tuple(int(c * 0.55) for c in colour)
+    if kind == "ball":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour, outline=edge)
+    elif kind == "box":
+        draw.rectangle((cx - r, cy - 0.85 * r, cx + r, cy + r), fill=colour, outline=edge)
+    elif kind == "cone":
+        draw.polygon([(cx, cy - 1.3 * r), (cx + 0.8 * r, cy + r), (cx - 0.8 * r, cy + r)], fill=colour,
+                     outline=edge)
+    else:
+        raise ValueError(f"unknown object {kind!r}; expected one of {list(OBJECTS)}")
+
+
+# Horizontal centre of the figure for each position, as a fraction of the side; the object
+# stands where the figure is not.
+_FIGURE_X = {"left": (0.22, 0.28), "centre": (0.47, 0.53), "right": (0.72, 0.78)}
+_FIGURE_HEIGHT = {"small": (0.42, 0.55), "large": (0.74, 0.9)}
+_OBJECT_X = {"left": ((0.7, 0.85),), "centre": ((0.1, 0.16), (0.84, 0.9)), "right": ((0.15, 0.3),)}
+
+
+def _render_scene(ident: Identity, scene: Mapping[str, str], size: int,
+                  rng: np.random.Generator) -> Image.Image:
+    """A square COCO-style scene showing exactly the figure's and the scene's facts.
+
+    The background has the scene's kind and colour; the figure (height by ``size``, horizontal
+    centre by ``position``) and the second object (kind, colour) stand apart so both stay
+    visible. No occlusion patch: a caption's facts must be visible in its image. Pixel noise.
+    """
+    img = Image.fromarray(_scene_background(scene["background"], scene["background_colour"], size, rng), "RGB")
+    draw = ImageDraw.Draw(img)
+    spans = _OBJECT_X[scene["position"]]
+    ox = rng.uniform(*spans[int(rng.integers(len(spans)))]) * size
+    r = rng.uniform(0.08, 0.11) * size
+    oy = rng.uniform(0.62, 0.85) * size
+    _draw_object(draw, scene["object"], ox, min(oy, size - 1.05 * r), r, PALETTE[scene["object_colour"]])
+    h = rng.uniform(*_FIGURE_HEIGHT[scene["size"]]) * size
+    w = 0.45 * h
+    cx = rng.uniform(*_FIGURE_X[scene["position"]]) * size
+    y0 = rng.uniform(0.02 * size, max(0.02 * size, 0.98 * size - h))
+    _draw_figure(draw, ident, cx - w / 2, y0, w, h, rng)
+    return _finish(img, rng, occlusion_p=0.0, occlusion_frac=(0.0, 0.0))
 
 
 def _render_person(ident: Identity, height: int, width: int,
@@ -436,20 +647,40 @@ def _write_text(path: Path, text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Facts:
+    """What the generator knows: the facts of every image (by key) and of every caption text."""
+
+    images: dict[str, dict[str, str]]
+    captions: dict[str, dict[str, str]]
+
+    def caption(self, text: str, facts: dict[str, str]) -> None:
+        """Record a caption's facts; one text must always state the same facts."""
+        seen = self.captions.setdefault(text, facts)
+        if seen != facts:
+            raise AssertionError(f"caption {text!r} was generated for facts {seen} and for {facts}")
+
+
 def _write_coco(out: Path, identities: Sequence[Identity], split_of: Mapping[int, str],
                 images_per_identity: int, captions_per_image: int, image_size: int,
-                seed: int) -> None:
+                seed: int, known: _Facts) -> None:
+    """dataset_coco.json and the scenes; then the ground truth (:func:`_write_ground_truth`)."""
     rng = _rng(seed, _STREAM_COCO)
-    records = []
+    records, image_facts, caption_facts = [], [], []
     sentid = 0
     for ident in tqdm(identities, desc="demo coco", unit="id", disable=progress_disabled(logger)):
-        for n in range(images_per_identity):
+        for n, scene in enumerate(sample_scenes(images_per_identity, rng)):
             imgid = len(records)
             filename = f"id{ident.number:04d}_{n}.png"
-            _save_png(_render_scene(ident, image_size, rng), out / "images" / filename)
+            facts = {**ident.attributes(), **scene}
+            _save_png(_render_scene(ident, scene, image_size, rng), out / "images" / filename)
+            known.images[f"{out.name}/images/{filename}"] = facts
+            image_facts.append(facts)
             sentences = []
             for _ in range(captions_per_image):
-                raw = _caption(ident, rng)
+                raw, mentioned = _scene_caption(facts, rng)
+                known.caption(raw, mentioned)
+                caption_facts.append(mentioned)
                 sentences.append({"raw": raw, "tokens": tokenize(raw), "imgid": imgid,
                                   "sentid": sentid})
                 sentid += 1
@@ -468,10 +699,67 @@ def _write_coco(out: Path, identities: Sequence[Identity], split_of: Mapping[int
         records[i]["split"] = "restval"
     _write_text(out / "dataset_coco.json",
                 json.dumps({"images": records, "dataset": "coco"}, sort_keys=True))
+    _write_ground_truth(out, records, image_facts, caption_facts)
+
+
+def _write_ground_truth(out: Path, records: Sequence[Mapping], image_facts: Sequence[Mapping[str, str]],
+                        caption_facts: Sequence[Mapping[str, str]]) -> None:
+    """``eccv/`` (the test split's ground truth in ECCV Caption's files) and ``ground_truth_stats.json``.
+
+    Within each split every caption is evaluated against every image of the split
+    (:func:`softref.data.facts.truth_matrix`); restval counts as train, as the adapters read it.
+    """
+    image_codes = fact_codes(image_facts, "images")
+    caption_codes = fact_codes(caption_facts, "captions")
+    splits = [{"restval": "train"}.get(r["split"], r["split"]) for r in records]
+    stats: dict[str, dict] = {}
+    caption_row = 0
+    rows_of: dict[str, tuple[list[int], list[int], list[int]]] = {}  # split -> images, captions, own image
+    for i, record in enumerate(records):
+        images, captions, own = rows_of.setdefault(splits[i], ([], [], []))
+        for _ in record["sentences"]:
+            captions.append(caption_row)
+            own.append(len(images))
+            caption_row += 1
+        images.append(i)
+    for split in ("train", "val", "test"):
+        if split not in rows_of:
+            continue
+        images, captions, own = rows_of[split]
+        truth = truth_matrix(caption_codes[captions], image_codes[images])
+        stats[split] = false_negative_stats(truth, own, (caption_codes[captions] >= 0).sum(axis=1))
+        if split == "test":
+            _write_eccv(out / "eccv", records, images, truth)
+    summary = {
+        "definition": (
+            "A caption is true of an image when every fact it mentions has that value in the image "
+            "(softref.data.facts.truth_matrix), evaluated against every image of the caption's split. "
+            "false_negative_rate: the share of captions true of at least one image other than their own."
+        ),
+        "splits": stats,
+    }
+    _write_text(out / "ground_truth_stats.json", json.dumps(summary, sort_keys=True, indent=1) + "\n")
+
+
+def _write_eccv(folder: Path, records: Sequence[Mapping], images: Sequence[int], truth: np.ndarray) -> None:
+    """The test split's ground truth as the ``eccv_caption`` package's data files (ids: cocoid, sentid)."""
+    cocoids = [int(records[i]["cocoid"]) for i in images]
+    sentids = [int(s["sentid"]) for i in images for s in records[i]["sentences"]]
+    image_to_caption, caption_to_image = eccv_ground_truth(truth, sentids, cocoids)
+    original_c2i = {str(s["sentid"]): [int(records[i]["cocoid"])] for i in images for s in records[i]["sentences"]}
+    original_i2c = {str(records[i]["cocoid"]): [int(s["sentid"]) for s in records[i]["sentences"]] for i in images}
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "coco_test_ids.npy", "wb") as f:
+        np.save(f, np.asarray(sentids, dtype=np.int64), allow_pickle=False)
+    for name, data in (("eccv_image_to_caption.json", image_to_caption),
+                       ("eccv_caption_to_image.json", caption_to_image),
+                       ("original_caption_to_image.json", original_c2i),
+                       ("original_image_to_caption.json", original_i2c)):
+        _write_text(folder / name, json.dumps(data, sort_keys=True))
 
 
 def _write_person(out: Path, identities: Sequence[Identity], split_of: Mapping[int, str],
-                  images_per_identity: int, size: tuple[int, int], seed: int) -> None:
+                  images_per_identity: int, size: tuple[int, int], seed: int, known: _Facts) -> None:
     rng = _rng(seed, _STREAM_PERSON)
     height, width = size
     records = []
@@ -479,7 +767,12 @@ def _write_person(out: Path, identities: Sequence[Identity], split_of: Mapping[i
         for n in range(images_per_identity):
             file_path = f"demo/{ident.number}/{n}.png"
             _save_png(_render_person(ident, height, width, rng), out / "imgs" / file_path)
-            captions = [_caption(ident, rng) for _ in range(PERSON_CAPTIONS_PER_IMAGE)]
+            known.images[f"{out.name}/imgs/{file_path}"] = ident.attributes()
+            captions = []
+            for _ in range(PERSON_CAPTIONS_PER_IMAGE):
+                caption, mentioned = _caption(ident, rng)
+                known.caption(caption, mentioned)
+                captions.append(caption)
             records.append({
                 "split": split_of[ident.number],
                 "captions": captions,
@@ -496,8 +789,8 @@ def _write_retrieval(out: Path, identities: Sequence[Identity], split_of: Mappin
     for ident in tqdm(identities, desc="demo retrieval", unit="id",
                       disable=progress_disabled(logger)):
         folder = out / split_of[ident.number] / f"{ident.number:04d}"
-        for n in range(images_per_identity):
-            _save_png(_render_scene(ident, image_size, rng), folder / f"{n}.png")
+        for n, scene in enumerate(sample_scenes(images_per_identity, rng)):
+            _save_png(_render_scene(ident, scene, image_size, rng), folder / f"{n}.png")
 
 
 def _write_sts(path: Path, identities: Sequence[Identity], num_pairs: int, seed: int) -> None:
@@ -541,12 +834,13 @@ def synthesize_demo(
     """Render the demo benchmark under ``root``; see the module docstring for the layout.
 
     Args:
-        root: output folder. Its ``coco``, ``person``, ``retrieval`` and ``sts`` subfolders are
-            built in a temporary folder and then replace any earlier ones; nothing else under
-            ``root`` is touched.
+        root: output folder. Its ``coco``, ``person``, ``retrieval`` and ``sts`` subfolders and
+            its ``oracle_attributes.json`` are built in a temporary folder and then replace any
+            earlier ones; nothing else under ``root`` is touched.
         seed: the only source of randomness.
         num_identities: distinct attribute combinations (at least 3: one per split).
-        images_per_identity: images per identity in each of coco, person and retrieval.
+        images_per_identity: images per identity in each of coco, person and retrieval (each
+            COCO-style and retrieval image of an identity is a different scene).
         captions_per_image: captions per COCO-style image (person images have 2, as in
             CUHK-PEDES).
         image_size: side of the square COCO-style and retrieval images, in pixels.
@@ -555,9 +849,50 @@ def synthesize_demo(
         sts_pairs: number of STS sentence pairs.
 
     Returns:
-        ``coco_root``, ``coco_annotations``, ``person_root``, ``person_annotations``,
-        ``retrieval_root`` and ``sts_pairs`` paths.
+        ``coco_root``, ``coco_annotations``, ``coco_eccv`` (the ECCV Caption files' folder),
+        ``coco_ground_truth_stats``, ``person_root``, ``person_annotations``,
+        ``retrieval_root``, ``sts_pairs`` and ``oracle_attributes`` paths.
     """
+    _check_sizes(images_per_identity, captions_per_image, sts_pairs, image_size, person_size)
+    identities = sample_identities(num_identities, seed)
+    split_of = assign_splits(identities, split_fractions, seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(dir=root, prefix=".synthesize-"))
+    known = _Facts(images={}, captions={})
+    try:
+        _write_coco(build / "coco", identities, split_of, images_per_identity,
+                    captions_per_image, image_size, seed, known)
+        _write_person(build / "person", identities, split_of, images_per_identity,
+                      (int(person_size[0]), int(person_size[1])), seed, known)
+        _write_retrieval(build / "retrieval", identities, split_of, images_per_identity,
+                         image_size, seed)
+        _write_sts(build / "sts" / "pairs.tsv", identities, sts_pairs, seed)
+        _write_text(build / ORACLE_FILE, fact_table_json(known.images, known.captions))
+        for name in _OUTPUT_DIRS:
+            target = root / name
+            if target.exists():
+                target.rename(build / f"old-{name}")
+            (build / name).rename(target)
+        publish(build / ORACLE_FILE, root / ORACLE_FILE)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    _log_summary(root, identities, split_of, images_per_identity)
+    return {
+        "coco_root": root / "coco",
+        "coco_annotations": root / "coco" / "dataset_coco.json",
+        "coco_eccv": root / "coco" / "eccv",
+        "coco_ground_truth_stats": root / "coco" / "ground_truth_stats.json",
+        "person_root": root / "person",
+        "person_annotations": root / "person" / "reid_raw.json",
+        "retrieval_root": root / "retrieval",
+        "sts_pairs": root / "sts" / "pairs.tsv",
+        "oracle_attributes": root / ORACLE_FILE,
+    }
+
+
+def _check_sizes(images_per_identity: int, captions_per_image: int, sts_pairs: int, image_size: int,
+                 person_size: Sequence[int]) -> None:
     if images_per_identity < 1 or captions_per_image < 1 or sts_pairs < 0:
         raise ValueError(
             "images_per_identity and captions_per_image must be >= 1 and sts_pairs >= 0, got "
@@ -568,37 +903,20 @@ def synthesize_demo(
             f"image_size and person_size must be at least 16 pixels, got {image_size} and "
             f"{tuple(person_size)}"
         )
-    identities = sample_identities(num_identities, seed)
-    split_of = assign_splits(identities, split_fractions, seed)
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=root, prefix=".synthesize-"))
-    try:
-        _write_coco(build / "coco", identities, split_of, images_per_identity,
-                    captions_per_image, image_size, seed)
-        _write_person(build / "person", identities, split_of, images_per_identity,
-                      (int(person_size[0]), int(person_size[1])), seed)
-        _write_retrieval(build / "retrieval", identities, split_of, images_per_identity,
-                         image_size, seed)
-        _write_sts(build / "sts" / "pairs.tsv", identities, sts_pairs, seed)
-        for name in _OUTPUT_DIRS:
-            target = root / name
-            if target.exists():
-                target.rename(build / f"old-{name}")
-            (build / name).rename(target)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
+
+
+def _log_summary(root: Path, identities: Sequence[Identity], split_of: Mapping[int, str],
+                 images_per_identity: int) -> None:
+    stats = json.loads((root / "coco" / "ground_truth_stats.json").read_text(encoding="utf-8"))["splits"]
     logger.info(
         "demo: %d identities (%s), %d images each, written to %s",
         len(identities),
         ", ".join(f"{s} {list(split_of.values()).count(s)}" for s in ("train", "val", "test")),
         images_per_identity, root,
     )
-    return {
-        "coco_root": root / "coco",
-        "coco_annotations": root / "coco" / "dataset_coco.json",
-        "person_root": root / "person",
-        "person_annotations": root / "person" / "reid_raw.json",
-        "retrieval_root": root / "retrieval",
-        "sts_pairs": root / "sts" / "pairs.tsv",
-    }
+    for split, row in stats.items():
+        logger.info(
+            "demo coco %s: %d images, %d captions, %d (%.1f%%) captions true of another image too",
+            split, row["images"], row["captions"], row["captions_true_of_other_images"],
+            100 * row["false_negative_rate"],
+        )

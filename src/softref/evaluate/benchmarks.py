@@ -33,7 +33,7 @@ Options (``BenchmarkConfig.options``), checked strictly (an unknown key is an er
   ``t2i_average_precision_at_k``.
 
 The result is the evaluation JSON of every protocol: the common keys (benchmark, protocol,
-split, dataset, paper_dataset, experiment, label, student, method, checkpoint,
+split, dataset, paper_dataset, experiment, seed, label, student, method, checkpoint,
 checkpoint_sha256, selected_epoch), ``metrics`` rows (dataset, direction, metric, value,
 variant) and the protocol's counts.
 """
@@ -103,6 +103,7 @@ def _common_keys(
         "dataset": dataset,
         "paper_dataset": paper_dataset,
         "experiment": experiment.get("name"),
+        "seed": experiment.get("seed"),
         "label": experiment.get("label") or method,
         "student": student.get("name"),
         "method": method,

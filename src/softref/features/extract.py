@@ -1,8 +1,9 @@
 """Teacher feature extraction: one manifest shard in, one HDF5 feature shard out.
 
 :func:`extract_image_features` decodes the shard's images in DataLoader workers (PIL, RGB,
-``teacher.transform``) and runs ``teacher.encode`` batch by batch; every image file is
-checked to exist before any model work. :func:`extract_text_features` preprocesses the
+``teacher.transform``) and runs ``teacher.encode`` batch by batch; a teacher that reads no
+pixels (``teacher.encodes_paths``, the demo's oracle) gets the image files' paths instead,
+through ``teacher.encode_paths``. Every image file is checked to exist before any model work. :func:`extract_text_features` preprocesses the
 shard's captions with ``teacher.preprocess_text`` and encodes them in chunks. Both write
 through :class:`~softref.features.shards.ShardWriter`, so an interrupted run leaves no file
 at ``out`` and a rerun starts clean.
@@ -134,7 +135,9 @@ def extract_image_features(
     """Encode the images of one manifest shard with an image teacher into ``out``.
 
     ``teacher`` is an :class:`softref.teachers.ImageTeacher`; the shard is the contiguous
-    block :func:`~softref.data.manifest.shard_rows` gives. Raises FileNotFoundError naming the
+    block :func:`~softref.data.manifest.shard_rows` gives. A teacher with ``encodes_paths``
+    gets the absolute image paths (``encode_paths``), ``batch_size`` at a time, and no image
+    is decoded. Raises FileNotFoundError naming the
     missing files (path, image_id, manifest row) before loading any batch, and
     :class:`ImageReadError` naming the file and image_id of an undecodable image.
     """
@@ -151,6 +154,40 @@ def extract_image_features(
                 f"{out}: store_tokens=True but teacher {teacher.name!r} exposes no token features"
             )
     attrs = _base_attrs(teacher, manifest, shard, num_shards, "images")
+    log.info(
+        "extracting %d images (manifest rows [%d, %d), shard %d/%d) with %s into %s",
+        len(ids), start, stop, shard, num_shards, teacher.name, out,
+    )
+    with torch.no_grad(), ShardWriter(
+        out, num_rows=len(ids), dim=int(teacher.dim), dtype=dtype, attrs=attrs, token_shape=token_shape
+    ) as writer:
+        if getattr(teacher, "encodes_paths", False):
+            _write_by_path(writer, teacher, paths, ids, batch_size, shard)
+        else:
+            _write_by_pixels(writer, teacher, paths, ids, batch_size, num_workers, shard, store_tokens)
+    log.info("wrote %s (%d rows)", out, len(ids))
+
+
+def _write_by_path(writer: ShardWriter, teacher: Any, paths: list[str], ids: list[str],
+                   batch_size: int, shard: int) -> None:
+    """Rows from ``teacher.encode_paths`` (a teacher that reads no pixels), ``batch_size`` paths at a time."""
+    with tqdm(total=len(ids), desc=f"{teacher.name} images-{shard}", unit="img",
+              disable=progress_disabled(log)) as bar:
+        for a in range(0, len(ids), batch_size):
+            block = paths[a : a + batch_size]
+            features = _to_numpy(teacher.encode_paths(block))
+            if features.shape != (len(block), int(teacher.dim)):
+                raise ShardError(
+                    f"teacher {teacher.name!r}: encode_paths returned shape {features.shape} for "
+                    f"{len(block)} paths, expected {(len(block), int(teacher.dim))}"
+                )
+            writer.write(a, ids[a : a + len(block)], features)
+            bar.update(len(block))
+
+
+def _write_by_pixels(writer: ShardWriter, teacher: Any, paths: list[str], ids: list[str], batch_size: int,
+                     num_workers: int, shard: int, store_tokens: bool) -> None:
+    """Rows from ``teacher.encode`` on the decoded, transformed images (DataLoader workers decode)."""
     device = torch.device(teacher.device)
     loader = DataLoader(
         _ImageFiles(paths, ids, teacher.transform),
@@ -160,35 +197,27 @@ def extract_image_features(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
-    log.info(
-        "extracting %d images (manifest rows [%d, %d), shard %d/%d) with %s into %s",
-        len(ids), start, stop, shard, num_shards, teacher.name, out,
-    )
-    with torch.no_grad(), ShardWriter(
-        out, num_rows=len(ids), dim=int(teacher.dim), dtype=dtype, attrs=attrs, token_shape=token_shape
-    ) as writer:
-        done = 0
-        with tqdm(total=len(ids), desc=f"{teacher.name} images-{shard}", unit="img",
-                  disable=progress_disabled(log)) as bar:
-            for pixels, index, errors in loader:
-                if errors:
-                    more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
-                    raise ImageReadError(errors[0] + more)
-                if index[0] != done:
-                    raise RuntimeError(f"DataLoader returned row {index[0]}, expected {done}")
-                pixels = pixels.to(device, non_blocking=True)
-                features = teacher.encode(pixels)
-                tokens = teacher.encode_tokens(pixels) if store_tokens else None
-                n = len(index)
-                writer.write(
-                    done,
-                    ids[done : done + n],
-                    _to_numpy(features),
-                    None if tokens is None else _to_numpy(tokens),
-                )
-                done += n
-                bar.update(n)
-    log.info("wrote %s (%d rows)", out, len(ids))
+    done = 0
+    with tqdm(total=len(ids), desc=f"{teacher.name} images-{shard}", unit="img",
+              disable=progress_disabled(log)) as bar:
+        for pixels, index, errors in loader:
+            if errors:
+                more = f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""
+                raise ImageReadError(errors[0] + more)
+            if index[0] != done:
+                raise RuntimeError(f"DataLoader returned row {index[0]}, expected {done}")
+            pixels = pixels.to(device, non_blocking=True)
+            features = teacher.encode(pixels)
+            tokens = teacher.encode_tokens(pixels) if store_tokens else None
+            n = len(index)
+            writer.write(
+                done,
+                ids[done : done + n],
+                _to_numpy(features),
+                None if tokens is None else _to_numpy(tokens),
+            )
+            done += n
+            bar.update(n)
 
 
 def extract_text_features(

@@ -21,7 +21,7 @@ from softref.names import TABLE_PROTOCOLS
 __all__ = ["Entry", "MetricRow", "VARIANTS", "check_entries", "load_entry"]
 
 REQUIRED_KEYS = ("student", "experiment", "method", "label", "benchmark")
-OPTIONAL_KEYS = ("paper_model", "paper_dataset", "paper_method", "train_dataset", "eval", "result")
+OPTIONAL_KEYS = ("paper_model", "paper_dataset", "paper_method", "seed", "train_dataset", "eval", "result")
 _METRIC_KEYS = ("dataset", "direction", "metric", "value", "variant")
 #: Variants of one evaluation's numbers: the plain ranking and the reference-refined one.
 VARIANTS = ("", "refined")
@@ -36,6 +36,8 @@ class MetricRow:
     metric: str
     value: float
     variant: str
+    ci_low: float | None = None
+    ci_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Entry:
     paper_model: str | None
     paper_dataset: str | None
     paper_method: str | None
+    seed: int | None
     protocol: str
     result: Mapping[str, Any]
     metrics: tuple[MetricRow, ...]
@@ -134,7 +137,13 @@ def _metric_rows(result: Mapping[str, Any], source: str, *, required: bool) -> t
             raise ValueError(f"{where}: 'variant' expected one of {list(VARIANTS)}, found {item['variant']!r}")
         if not finite(item["value"]):
             raise ValueError(f"{where}: 'value' expected a finite number, found {item['value']!r}")
-        row = MetricRow(item["dataset"], item["direction"], item["metric"], float(item["value"]), item["variant"])
+        low, high = item.get("ci_low"), item.get("ci_high")
+        if (low is None) != (high is None) or (low is not None and not (
+                finite(low) and finite(high) and float(low) <= float(item["value"]) <= float(high))):
+            raise ValueError(f"{where}: 'ci_low' <= 'value' <= 'ci_high' expected (finite, both or neither), found "
+                             f"{low!r}, {item['value']!r}, {high!r}")
+        row = MetricRow(item["dataset"], item["direction"], item["metric"], float(item["value"]), item["variant"],
+                        None if low is None else float(low), None if high is None else float(high))
         key = (row.dataset, row.direction, row.metric, row.variant)
         if key in rows:
             raise ValueError(f"{where}: a second row for (dataset, direction, metric, variant) {key}")
@@ -155,6 +164,9 @@ def _check_keys(where: str, row: Any) -> None:
     for key in ("paper_model", "paper_dataset", "paper_method", "train_dataset"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise ValueError(f"{where}: {key!r} expected a string or None, found {row[key]!r}")
+    seed = row.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"{where}: 'seed' expected an integer or None, found {seed!r}")
 
 
 def load_entry(kind: str, index: int, row: Mapping[str, Any]) -> Entry:
@@ -168,9 +180,9 @@ def load_entry(kind: str, index: int, row: Mapping[str, Any]) -> Entry:
         expected = repr(allowed[0]) if len(allowed) == 1 else f"one of {list(allowed)}"
         raise ValueError(f"{source}: key 'protocol': a {kind!r} table expects {expected}, found {protocol!r}")
     # A JSON written for another experiment, benchmark or paper dataset is a miswired or stale input.
-    for key in ("experiment", "benchmark"):
+    for key in ("experiment", "benchmark", "seed"):
         found = result.get(key)
-        if found is not None and found != row[key]:
+        if found is not None and row.get(key) is not None and found != row[key]:
             raise ValueError(f"{source}: key {key!r}: expected {row[key]!r} (the table's entry), found {found!r}")
     if "paper_dataset" in result and (result["paper_dataset"] or None) != (row.get("paper_dataset") or None):
         raise ValueError(
@@ -183,23 +195,24 @@ def load_entry(kind: str, index: int, row: Mapping[str, Any]) -> Entry:
         student=row["student"], experiment=row["experiment"], method=row["method"], label=row["label"],
         benchmark=row["benchmark"], paper_model=row.get("paper_model") or None,
         paper_dataset=row.get("paper_dataset") or None, paper_method=row.get("paper_method") or None,
-        protocol=protocol, result=result, metrics=metrics, source=source,
+        seed=row.get("seed"), protocol=protocol, result=result, metrics=metrics, source=source,
         train_dataset=row.get("train_dataset") or None,
     )
 
 
 def check_entries(table: str, entries: Sequence[Entry], row_keys: Sequence[str] = ("student", "label")) -> None:
-    """One result per (experiment, benchmark); one row per ``row_keys`` (the kind's: student and
-    label, plus the training dataset for the cross-domain kind) and benchmark; an experiment's row
-    facts (student, method, label, paper roles) the same in every entry."""
-    seen: dict[tuple[str, str], str] = {}
+    """One result per (experiment, benchmark, seed); one row per ``row_keys`` (the kind's: student
+    and label, plus the training dataset for the cross-domain kind) and benchmark; an experiment's
+    row facts (student, method, label, paper roles, training dataset) the same in every entry."""
+    seen: dict[tuple[str, str, int | None], str] = {}
     experiments: dict[str, Entry] = {}
     rows: dict[tuple[Any, ...], str] = {}
     for e in entries:
-        key = (e.experiment, e.benchmark)
+        key = (e.experiment, e.benchmark, e.seed)
         if key in seen:
+            seed = "" if e.seed is None else f", seed {e.seed}"
             raise ValueError(
-                f"{table}: two results for experiment {key[0]!r}, benchmark {key[1]!r}: {seen[key]} and {e.source}"
+                f"{table}: two results for experiment {key[0]!r}, benchmark {key[1]!r}{seed}: {seen[key]} and {e.source}"
             )
         seen[key] = e.source
         first = experiments.setdefault(e.experiment, e)

@@ -14,10 +14,12 @@ Adding a kind: write ``_<kind>_cells(table, entries) -> list[Cell]``, add a :cla
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from softref.names import TABLE_KINDS
@@ -64,6 +66,13 @@ class Cell:
     value: float
     paper: float | None
     source: str
+    #: The 95 % interval: over seeds (``interval`` "seeds", t-interval of the mean of ``seeds`` runs)
+    #: or, for a single run, the evaluation's bootstrap over queries (``interval`` "queries").
+    ci_low: float | None = None
+    ci_high: float | None = None
+    interval: str = ""
+    seeds: int = 1
+    std: float | None = None
 
     def key(self) -> tuple[str, ...]:
         return (self.student, self.label, self.variant, self.dataset, self.direction, self.metric)
@@ -100,9 +109,11 @@ def _person_paper(entry: Entry, variant: str, dataset: str, metric: str) -> floa
 
 
 def _cell(e: Entry, variant: str, dataset: str, direction: str, metric: str, value: float, paper: float | None,
-          source: str | None = None) -> Cell:
+          source: str | None = None, row: MetricRow | None = None) -> Cell:
+    """A cell of evaluation ``e``; a cell read from one metric ``row`` keeps its bootstrap interval."""
+    low, high = (getattr(row, "ci_low", None), getattr(row, "ci_high", None)) if row is not None else (None, None)
     return Cell(e.student, e.label, e.method, e.experiment, variant, dataset, direction, metric, float(value), paper,
-                 source or e.source)
+                source or e.source, low, high, "queries" if low is not None and high is not None else "")
 
 
 def _by_experiment(entries: Sequence[Entry]) -> list[list[Entry]]:
@@ -145,8 +156,9 @@ def _retrieval_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
     cells = []
     for e in entries:
         for (direction, metric), value in _image_text_values(e).items():
+            row = e.one(direction, metric) if e.metrics else None
             cells.append(_cell(e, "", e.dataset, direction, metric, value,
-                               _cusa_paper(table, [e], e.dataset, direction, metric)))
+                               _cusa_paper(table, [e], e.dataset, direction, metric), row=row))
     return cells
 
 
@@ -156,7 +168,7 @@ def _eccv_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
         for direction, metric in _ECCV_CELLS:
             r = e.one(direction, metric)
             cells.append(_cell(e, "", r.dataset, direction, metric, r.value,
-                               _cusa_paper(table, [e], r.dataset, direction, metric)))
+                               _cusa_paper(table, [e], r.dataset, direction, metric), row=r))
     return cells
 
 
@@ -170,19 +182,27 @@ def _image_retrieval_average(table: str, group: Sequence[Entry], benchmarks: Seq
             table, group[0].experiment, sorted(set(benchmarks) - set(have)),
         )
         return None
-    value = _mean([e.one("i2i", "R@1").value for e in group])
+    rows = [e.one("i2i", "R@1") for e in group]
+    value = _mean([r.value for r in rows])
     # The paper's average is over its four sets; an average over others is not comparable.
     comparable = {e.paper_dataset for e in group} == _paper_datasets("i2i", "R@1")
     paper = _cusa_paper(table, group, dataset, "i2i", metric) if comparable else None
     source = ", ".join(e.source for e in group)
-    return _cell(group[0], "", dataset, "i2i", metric, value, paper, source)
+    cell = _cell(group[0], "", dataset, "i2i", metric, value, paper, source)
+    halves = [(r.ci_high - r.ci_low) / 2 for r in rows if getattr(r, "ci_low", None) is not None]
+    if len(halves) == len(rows):
+        # The benchmarks' queries are independent: the mean's half-width adds theirs in quadrature.
+        half = math.sqrt(sum(h * h for h in halves)) / len(halves)
+        cell = dataclasses.replace(cell, ci_low=value - half, ci_high=value + half, interval="queries")
+    return cell
 
 
 def _image_retrieval_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
     cells = []
     for e in entries:
         r = e.one("i2i", "R@1")
-        cells.append(_cell(e, "", r.dataset, "i2i", "R@1", r.value, _cusa_paper(table, [e], r.dataset, "i2i", "R@1")))
+        cells.append(_cell(e, "", r.dataset, "i2i", "R@1", r.value, _cusa_paper(table, [e], r.dataset, "i2i", "R@1"),
+                           row=r))
     benchmarks = sorted({e.benchmark for e in entries})
     for group in _by_experiment(entries):
         average = _image_retrieval_average(table, group, benchmarks, _AVG, "R@1")
@@ -210,7 +230,7 @@ def _sts_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
             paper = None if r.dataset == _AVG and not comparable else _cusa_paper(
                 table, [e], r.dataset, r.direction, r.metric
             )
-            cells.append(_cell(e, "", r.dataset, r.direction, r.metric, r.value, paper))
+            cells.append(_cell(e, "", r.dataset, r.direction, r.metric, r.value, paper, row=r))
     return cells
 
 
@@ -237,16 +257,22 @@ def _ablation_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
     for group in _by_experiment(entries):
         for e in group:
             if e.protocol == "image-text":
+                row = e.one("both", "RSUM") if e.metrics else None
                 cells.append(_cell(e, "", e.dataset, "both", "RSUM", _rsum(e),
-                                   _cusa_paper(table, [e], e.dataset, "both", "RSUM")))
+                                   _cusa_paper(table, [e], e.dataset, "both", "RSUM"), row=row))
             elif e.protocol == "eccv":
                 value = _mean([e.one(d, m).value for d, m in _ECCV_CELLS])
+                # The evaluation's own ('both', 'avg') row, when it writes one, carries its interval.
+                own = [r for r in e.metrics if (r.direction, r.metric, r.variant) == ("both", "avg", "")]
+                if own and abs(own[0].value - value) > 1e-6:
+                    raise ValueError(f"{e.source}: the ('both', 'avg') row {own[0].value} is not the mean of the six "
+                                     f"ECCV numbers ({value})")
                 cells.append(_cell(e, "", e.dataset, "both", "avg", value,
-                                   _cusa_paper(table, [e], e.dataset, "both", "avg")))
+                                   _cusa_paper(table, [e], e.dataset, "both", "avg"), row=own[0] if own else None))
             elif e.protocol == "sts":
                 row, comparable = _sts_avg(e)
                 paper = _cusa_paper(table, [e], _STS_SUMMARY, "t2t", "avg spearman") if comparable else None
-                cells.append(_cell(e, "", _STS_SUMMARY, "t2t", "avg spearman", row.value, paper))
+                cells.append(_cell(e, "", _STS_SUMMARY, "t2t", "avg spearman", row.value, paper, row=row))
         retrieval = [e for e in group if e.protocol == "image-retrieval"]
         if retrieval:
             average = _image_retrieval_average(table, retrieval, retrieval_benchmarks, _IMAGE_RETRIEVAL_SUMMARY,
@@ -263,7 +289,7 @@ def _person_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
             for direction, metric in _PERSON_CELLS:
                 r = e.one(direction, metric, variant)
                 cells.append(_cell(e, variant, r.dataset, direction, metric, r.value,
-                                   _person_paper(e, variant, r.dataset, metric)))
+                                   _person_paper(e, variant, r.dataset, metric), row=r))
     return cells
 
 
@@ -286,8 +312,8 @@ def _cross_domain_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
         for variant in e.variants():
             for direction, metric in _CROSS_DOMAIN_CELLS:
                 r = e.one(direction, metric, variant)
-                cells.append(Cell(e.student, label, e.method, e.experiment, variant, r.dataset, direction, metric,
-                                  r.value, None, e.source))
+                # The evaluation's own cell (its bootstrap interval kept), named by the training dataset.
+                cells.append(replace(_cell(e, variant, r.dataset, direction, metric, r.value, None, row=r), label=label))
     return cells
 
 
@@ -304,7 +330,7 @@ def _zero_shot_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
                 )
             for direction, metric in (("t2i", names[0]), ("i2t", "top-1")):
                 r = e.one(direction, metric, variant)
-                cells.append(_cell(e, variant, r.dataset, direction, metric, r.value, None))
+                cells.append(_cell(e, variant, r.dataset, direction, metric, r.value, None, row=r))
     return cells
 
 
@@ -335,7 +361,7 @@ def _resources_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
             found = [r for r in e.metrics if (r.direction, r.metric, r.variant) == ("train", metric, "")]
             if found:
                 paper = resource_reference_value(e.paper_method, setting, name) if e.paper_method and setting else None
-                cells.append(_cell(e, "", e.dataset, "train", metric, found[0].value, paper))
+                cells.append(_cell(e, "", e.dataset, "train", metric, found[0].value, paper, row=found[0]))
     for e in entries:
         base = [c.value for c in cells if c.metric == "time per epoch (min)" and c.method == "base"
                 and c.dataset == e.dataset]

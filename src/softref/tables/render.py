@@ -19,9 +19,15 @@ from softref.tables.entries import VARIANTS, Entry
 from softref.tables.kinds import AP_METRIC, KINDS, Cell
 from softref.tables.paper import PERSON_METRICS, load_person_reference
 
-__all__ = ["CSV_COLUMNS", "csv_text", "display_title", "markdown_text", "method_name", "sort_cells", "table_title"]
+__all__ = ["CSV_COLUMNS", "csv_text", "display_title", "markdown_text", "method_name", "sort_cells", "table_title",
+           "versus_baseline"]
 
-CSV_COLUMNS: tuple[str, ...] = ("table", "student", "method", "dataset", "direction", "metric", "value", "paper_value")
+#: The long CSV: a number a row; ``seeds`` runs behind it, their ``std``; its 95 % interval
+#: ``ci_low``..``ci_high`` (``interval``: "seeds" for the t-interval over runs, "queries" for one
+#: run's bootstrap over queries, "" for none); ``vs_baseline``: "above" / "below" when the interval
+#: and the baseline row's do not overlap, else "".
+CSV_COLUMNS: tuple[str, ...] = ("table", "student", "method", "dataset", "direction", "metric", "value", "paper_value",
+                                "seeds", "std", "ci_low", "ci_high", "interval", "vs_baseline")
 _REFINED_SUFFIX = " + refinement"
 _AVG = "avg"
 _METHOD_ORDER = ("base", "csa", "usa", "cusa", "mmref")
@@ -52,13 +58,40 @@ def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
+    def number(value: float | None) -> str:
+        return "" if value is None else repr(round(float(value), 4))
+
     for row in rows:
         paper = row["paper_value"]
         writer.writerow(
             [row[c] for c in CSV_COLUMNS[:6]]
-            + [repr(round(float(row["value"]), 4)), "" if paper is None else repr(float(paper))]
+            + [number(row["value"]), "" if paper is None else repr(float(paper)), row.get("seeds", 1),
+               number(row.get("std")), number(row.get("ci_low")), number(row.get("ci_high")), row.get("interval", ""),
+               row.get("vs_baseline", "")]
         )
     return buffer.getvalue()
+
+
+def _baseline_cell(c: Cell, baseline_label: str | None, cells: Sequence[Cell]) -> Cell | None:
+    """The baseline row's number in ``c``'s column (its variant if it has one, else its plain ranking)."""
+    if baseline_label is None or c.label == baseline_label:
+        return None
+    found = {x.variant: x for x in cells if (x.student, x.label, x.dataset, x.direction, x.metric)
+             == (c.student, baseline_label, c.dataset, c.direction, c.metric)}
+    return found.get(c.variant) or found.get("")
+
+
+def versus_baseline(c: Cell, baseline_label: str | None, cells: Sequence[Cell]) -> str:
+    """"above" / "below" when ``c``'s 95 % interval and the baseline row's same number's do not
+    overlap (a difference the intervals support), else ""."""
+    base = _baseline_cell(c, baseline_label, cells)
+    if base is None or None in (c.ci_low, c.ci_high, base.ci_low, base.ci_high):
+        return ""
+    if c.ci_low > base.ci_high:
+        return "above"
+    if c.ci_high < base.ci_low:
+        return "below"
+    return ""
 
 
 # ---------------------------------------------------------------- ordering
@@ -108,10 +141,34 @@ def method_name(label: str, variant: str) -> str:
 # ---------------------------------------------------------------- Markdown
 
 
-def _fmt(value: float | None, paper: float | None) -> str:
+def _fmt(value: float | None, paper: float | None, cell: Cell | None = None, mark: str = "") -> str:
+    """``value ± half-width`` of its 95 % interval, ``*`` when it differs from the baseline, then
+    ``(paper)``."""
     if value is None:
         return "-"
-    return f"{value:.2f}" if paper is None else f"{value:.2f} ({paper:.2f})"
+    text = f"{value:.2f}"
+    if cell is not None and cell.ci_low is not None and cell.ci_high is not None:
+        text += f" ± {(cell.ci_high - cell.ci_low) / 2:.2f}"
+    text += "*" if mark else ""
+    return text if paper is None else f"{text} ({paper:.2f})"
+
+
+def _interval_note(cells: Sequence[Cell], baseline_label: str | None) -> list[str]:
+    kinds = {c.interval for c in cells if c.interval}
+    if not kinds:
+        return ["No number here carries an interval: with one run and no bootstrap, no difference is supported."]
+    parts = []
+    if "seeds" in kinds:
+        counts = sorted({c.seeds for c in cells if c.interval == "seeds"})
+        parts.append(f"over seeds, Student's t interval of the mean of n = {', '.join(map(str, counts))} runs "
+                     f"(the Method column gives n)")
+    if "queries" in kinds:
+        parts.append("for a single run, the evaluation's percentile bootstrap over queries (half its width)")
+    note = "±: half-width of the 95 % interval of the number: " + "; ".join(parts) + "."
+    if baseline_label is not None:
+        note += (f" *: the interval and the baseline row's ({baseline_label}) do not overlap, a difference the "
+                 f"intervals support; an unmarked difference is not supported by them.")
+    return [note]
 
 
 def _header(kind: str, dataset: str, direction: str, metric: str, variant: str = "") -> str:
@@ -207,7 +264,13 @@ def _references(entries: Sequence[Entry]) -> list[tuple[str, str, dict[tuple[str
     return [(source, method, values) for (source, method), values in found.items() if values]
 
 
-def markdown_text(kind: str, table: str, label: str, entries: Sequence[Entry], cells: Sequence[Cell]) -> str:
+def _row_name(name: str, cells: Sequence[Cell | None]) -> str:
+    seeds = max((c.seeds for c in cells if c is not None), default=1)
+    return f"{name} ({seeds} seeds)" if seeds > 1 else name
+
+
+def markdown_text(kind: str, table: str, label: str, entries: Sequence[Entry], cells: Sequence[Cell],
+                  baseline_label: str | None = None) -> str:
     """The wide Markdown table: a row per (student, label[, variant]), a column per (dataset,
     direction, metric) (per variant too for kinds with ``variant_columns``), then the notes."""
     lines = [f"# {display_title(table)}", ""]
@@ -239,8 +302,9 @@ def markdown_text(kind: str, table: str, label: str, entries: Sequence[Entry], c
             student, _, label_, variant = row
             name = method_name(label_, variant)
             found = [lookup.get((student, label_, variant) + col) for col in columns]
-        values = [_fmt(None if c is None else c.value, None if c is None else c.paper) for c in found]
-        lines.append("| " + " | ".join([student, name] + values) + " |")
+        values = [_fmt(None, None) if c is None else _fmt(c.value, c.paper, c, versus_baseline(c, baseline_label, cells))
+                  for c in found]
+        lines.append("| " + " | ".join([student, _row_name(name, found)] + values) + " |")
     references = _references(entries) if KINDS[kind].paper == "person" and not variant_columns else []
     for source, method, values in references:
         shown = [_fmt(values.get((d, m)), None) for d, _, m in columns]
@@ -251,4 +315,5 @@ def markdown_text(kind: str, table: str, label: str, entries: Sequence[Entry], c
     if references:
         lines.append("Rows 'reference (source)': numbers published by others on the same datasets, not measured here.")
     lines.append(_units_note(kind, entries))
+    lines += _interval_note(cells, baseline_label)
     return "\n".join(lines) + "\n"

@@ -136,7 +136,12 @@ class ImageTeacher(abc.ABC):
         transform: PIL image -> (3, H, W) tensor; picklable, for DataLoader workers.
         device: where the model runs. token_shape: (T, C) of `encode_tokens`, or None.
         input_size: the side H = W that `encode` expects.
+        encodes_paths: True for a teacher that reads something else than an image's pixels
+            (the demo's oracle looks its facts up by path): the extractor then calls
+            `encode_paths` with the image files' paths instead of decoding them.
     """
+
+    encodes_paths: bool = False
 
     def __init__(
         self,
@@ -209,6 +214,10 @@ class ImageTeacher(abc.ABC):
                 f"expected {(pixels.shape[0], self.dim)}"
             )
         return out
+
+    def encode_paths(self, paths: Sequence[str]) -> torch.Tensor:
+        """Image file paths -> (N, dim) float32 features; only for teachers with `encodes_paths`."""
+        raise TeacherError(f"teacher {self.name!r} ({type(self).__name__}) encodes pixels, not paths")
 
     def encode_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed pixels -> (B, T, C) float32 token features on the CPU."""

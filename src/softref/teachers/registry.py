@@ -22,10 +22,15 @@ __all__ = ["KINDS", "TeacherKind", "load_teacher"]
 
 @dataclass(frozen=True)
 class TeacherKind:
-    """A kind of teacher: its modality and the `module:function` that loads it."""
+    """A kind of teacher: the modality it encodes (or several: its loader then builds the one the
+    spec asks for) and the `module:function` that loads it."""
 
-    modality: str
+    modality: str | tuple[str, ...]
     loader: str
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return (self.modality,) if isinstance(self.modality, str) else tuple(self.modality)
 
 
 KINDS: dict[str, TeacherKind] = {
@@ -34,6 +39,8 @@ KINDS: dict[str, TeacherKind] = {
     "sentence-transformers": TeacherKind("text", "softref.teachers.sentence:load_sentence_transformer_teacher"),
     "open_clip-image": TeacherKind("image", "softref.teachers.openclip:load_open_clip_image_teacher"),
     "open_clip-text": TeacherKind("text", "softref.teachers.openclip:load_open_clip_text_teacher"),
+    # Demo diagnostic: the synthetic generator's facts as features (softref.teachers.oracle).
+    "oracle-attributes": TeacherKind(("image", "text"), "softref.teachers.oracle:load_oracle_attributes_teacher"),
 }
 
 
@@ -46,9 +53,9 @@ def load_teacher(spec: TeacherSpec, device: str | torch.device = "cpu") -> Image
     kind = KINDS.get(spec.kind)
     if kind is None:
         raise TeacherError(f"teacher {spec.name!r}: unknown kind {spec.kind!r}; known kinds: {sorted(KINDS)}")
-    if spec.modality != kind.modality:
+    if spec.modality not in kind.modalities:
         raise TeacherError(
-            f"teacher {spec.name!r}: kind {spec.kind!r} is a {kind.modality} teacher, "
+            f"teacher {spec.name!r}: kind {spec.kind!r} is a {' or '.join(kind.modalities)} teacher, "
             f"but the spec says modality {spec.modality!r}"
         )
     module_name, function_name = kind.loader.split(":")

@@ -4,7 +4,7 @@
         --experiment cusa-coco-vitb32-cusa
 
 It reads the artifacts the DAG made (``results/data/{dataset}/*.parquet`` and the teachers'
-``results/features/{dataset}/{teacher}/*.h5``) and writes ``results/runs/{experiment}/`` as the
+``results/features/{dataset}/{teacher}/*.h5``) and writes ``results/runs/{experiment}/seed-{seed}/`` as the
 ``train`` rule does, so a Snakemake run afterwards finds the checkpoint and goes on from there.
 With ``--retrain`` it does what the ``retrain`` rule does: train again on train + val for the
 epochs the experiment's finished run selected, into ``results/runs/{experiment}/trainval/``.
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m softref.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config.yaml", help="config YAML (default: config.yaml)")
     parser.add_argument("--experiment", required=True, help="experiment name (a key of experiments)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="which of the experiment's seeds to train (default: its first, or its only one)")
     parser.add_argument("--results", default="results", help="the DAG's results folder (default: results)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
@@ -41,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = read_config(args.config)
         if args.experiment not in cfg.experiments:
             raise ConfigError(f"{args.config}: no experiment {args.experiment!r}; defined: {sorted(cfg.experiments)}")
-        ex = cfg.experiments[args.experiment]
-        paths = run_inputs(cfg, args.experiment, Path(args.results), retrain=args.retrain)
+        seed = cfg.experiments[args.experiment].run_seeds[0] if args.seed is None else args.seed
+        ex = cfg.experiments[args.experiment].with_seed(seed)
+        paths = run_inputs(cfg, args.experiment, seed, Path(args.results), retrain=args.retrain)
         # A retrain takes the selection run's checkpoint first, then what train takes.
         run, first = (retrain, (paths.selection,)) if args.retrain else (train, ())
         result = run(

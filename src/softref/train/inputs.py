@@ -26,14 +26,15 @@ class RunInputs:
     selection: Path | None = None
 
 
-def run_inputs(cfg: Config, experiment: str, results: Path = Path(paths.RESULTS), retrain: bool = False) -> RunInputs:
-    """The artifacts the ``train`` rule gives ``experiment`` (teacher shards for CUSA's soft
-    labels, teacher references and their neighbours for MMRef), under ``results``; with
-    ``retrain``, those of the ``retrain`` rule (references over train + val, the selection run's
-    checkpoint, the retrain's folder)."""
+def run_inputs(cfg: Config, experiment: str, seed: int, results: Path = Path(paths.RESULTS),
+               retrain: bool = False) -> RunInputs:
+    """The artifacts the ``train`` rule gives the run of ``experiment`` with ``seed`` (teacher
+    shards for CUSA's soft labels, teacher references and their neighbours for MMRef), under
+    ``results``; with ``retrain``, those of the ``retrain`` rule (references over train + val, the
+    selection run's checkpoint, the retrain's folder)."""
     if experiment not in cfg.experiments:
         raise ConfigError(f"experiments: no experiment {experiment!r}; defined: {sorted(cfg.experiments)}")
-    ex = cfg.experiments[experiment]
+    ex = cfg.experiments[experiment].with_seed(seed)
     ds = cfg.datasets[ex.dataset]
     image_shards: tuple[Path, ...] = ()
     text_shards: tuple[Path, ...] = ()
@@ -50,6 +51,6 @@ def run_inputs(cfg: Config, experiment: str, results: Path = Path(paths.RESULTS)
         text_shards=text_shards,
         references=None if refs is None else refs["references"],
         neighbours=None if refs is None else refs["neighbours"],
-        out_dir=(paths.retrain_dir if retrain else paths.run_dir)(experiment, results),
-        selection=paths.run_dir(experiment, results) / Path(paths.CHECKPOINT).name if retrain else None,
+        out_dir=(paths.retrain_dir if retrain else paths.run_dir)(experiment, seed, results),
+        selection=paths.run_dir(experiment, seed, results) / Path(paths.CHECKPOINT).name if retrain else None,
     )

@@ -36,8 +36,8 @@ def package_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def torchrun_command(config: Path, experiment: str, processes: int, *, results: Path = Path("results"),
-                     python: str | None = None, retrain: bool = False) -> list[str]:
+def torchrun_command(config: Path, experiment: str, processes: int, *, seed: int | None = None,
+                     results: Path = Path("results"), python: str | None = None, retrain: bool = False) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc_per_node N -m softref.train ...`` as a list
     (``--retrain`` appended for the retrain on train + val)."""
     if processes < 2:
@@ -45,16 +45,17 @@ def torchrun_command(config: Path, experiment: str, processes: int, *, results: 
     return [
         python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
         "-m", "softref.train", "--config", str(config), "--experiment", experiment, "--results", str(results),
-    ] + (["--retrain"] if retrain else [])
+    ] + ([] if seed is None else ["--seed", str(seed)]) + (["--retrain"] if retrain else [])
 
 
-def launch_torchrun(config: Path, experiment: str, processes: int, *, results: Path = Path("results"),
-                    python: str | None = None, retrain: bool = False) -> None:
+def launch_torchrun(config: Path, experiment: str, processes: int, *, seed: int | None = None,
+                    results: Path = Path("results"), python: str | None = None, retrain: bool = False) -> None:
     """Run the experiment's training on ``processes`` processes and wait; an error if any fails.
 
     Their output goes to this process's stderr (the rule's log).
     """
-    command = torchrun_command(config, experiment, processes, results=results, python=python, retrain=retrain)
+    command = torchrun_command(config, experiment, processes, seed=seed, results=results, python=python,
+                               retrain=retrain)
     logger.info("running: %s", " ".join(command))
     sys.stderr.flush()
     done = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr, env=package_environment(), check=False)
