@@ -62,6 +62,7 @@ def test_every_format_is_registered():
     }
     assert adapter_options("reed-cub") == {
         "image_dir": "images", "image_ext": ".jpg", "captions_per_image": 10, "val_fraction": 0.1, "val_seed": 0,
+        "val_classes": "carved",
     }
     assert adapter_options("reed-flowers")["image_dir"] == "jpg"
 
@@ -622,6 +623,40 @@ def test_reed_carves_val_classes_from_trainval(tmp_path):
     assert split_of["class_00003"] == "test"
     assert sorted(split_of[c] for c in ("class_00001", "class_00002")) == ["train", "val"]
     assert (tmp_path / "a" / "images.parquet").read_bytes() == (tmp_path / "b" / "images.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["reed-cub", "reed-flowers"])
+def test_reed_released_val_classes(tmp_path, fmt):
+    """val_classes: released takes Reed et al.'s own valclasses.txt, whatever val_fraction says."""
+    root = fixture(fmt, tmp_path)
+    prepare(fmt, root, tmp_path / "out", val_classes="released", val_fraction=0.0)
+    images = read_images(tmp_path / "out" / "images.parquet")
+    split_of = dict(zip(images["identity"], images["split"]))
+    val = (root / "valclasses.txt").read_text().split()
+    train = (root / "trainclasses.txt").read_text().split()
+    test = (root / "testclasses.txt").read_text().split()
+    assert split_of == {**{c: "val" for c in val}, **{c: "train" for c in train}, **{c: "test" for c in test}}
+
+
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (lambda r: (r / "valclasses.txt").unlink(), r"reed-flowers: class list not found: .*valclasses.txt"),
+        (lambda r: (r / "trainclasses.txt").write_text("class_00001\nclass_00002\n"),
+         r"1 class\(es\) in both trainclasses.txt and valclasses.txt: 'class_00002'"),
+        (lambda r: (r / "valclasses.txt").write_text(""),
+         r"expected to split trainvalclasses.txt exactly; trainval classes in neither: 'class_00002'"),
+        (lambda r: (r / "valclasses.txt").write_text("class_00002\nclass_00003\n"),
+         r"listed but not trainval: 'class_00003'"),
+    ],
+)
+def test_reed_released_val_classes_malformed(tmp_path, edit, pattern):
+    root = fixture("reed-flowers", tmp_path)
+    edit(root)
+    error = FileNotFoundError if "not found" in pattern else AnnotationError
+    fails("reed-flowers", root, tmp_path, error, pattern, val_classes="released")
+    with pytest.raises(ValueError, match="val_classes expected one of \\['carved', 'released'\\], found 'both'"):
+        prepare("reed-flowers", fixture("reed-flowers", tmp_path / "again"), tmp_path / "x", val_classes="both")
 
 
 @pytest.mark.parametrize(

@@ -80,3 +80,29 @@ def test_experiment_cross_references():
     raw["experiments"] = {"e": {"dataset": "nope", "student": "s"}}
     with pytest.raises(ConfigError, match=r"experiments\.e\.dataset: unknown dataset 'nope'"):
         load_config(validate_raw(raw))
+
+
+def test_student_size_augmentation_and_temperature_keys():
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw["students"] = {"s": {"architecture": "softref-tiny", "image_size": [96, 32]}}
+    raw["experiments"] = {"e": {"dataset": "demo-person", "student": "s", "method": "base", "augment": "reid",
+                                "tau_mode": "fixed", "tau": 0.02}}
+    raw["tables"], raw["report"] = {}, {}
+    cfg = load_config(validate_raw(copy.deepcopy(raw)))
+    assert cfg.students["s"].image_size == (96, 32)
+    ex = cfg.experiments["e"]
+    assert (ex.augment, ex.tau_mode, ex.tau, ex.retrain_on_trainval) == ("reid", "fixed", 0.02, False)
+    # A learned tau starts inside its clamp range; a fixed one may be anything positive.
+    raw["experiments"]["e"].update(tau_mode="learned", tau=0.005)
+    with pytest.raises(ConfigError, match=r"experiments\.e\.tau: a learned temperature starts inside its clamp "
+                                          r"range \[0\.01, 0\.1\], found 0\.005; set tau_mode: fixed"):
+        load_config(validate_raw(copy.deepcopy(raw)))
+    for key, value, expected in (("augment", "strong", r"experiments\.e\.augment: expected one of \['none', 'reid'\]"),
+                                 ("tau_mode", "annealed", r"experiments\.e\.tau_mode: expected one of")):
+        bad = copy.deepcopy(raw)
+        bad["experiments"]["e"].update({key: value, "tau": 0.05})
+        with pytest.raises(ConfigError, match=expected):
+            load_config(validate_raw(bad))
+    raw["students"]["s"]["image_size"] = [96]
+    with pytest.raises(ConfigError, match=r"students\.s\.image_size: expected minItems 2"):
+        validate_raw(raw)

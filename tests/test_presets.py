@@ -103,17 +103,24 @@ CUSA_PRESETS = {
 }
 # MMRef presets: expected job counts and the (experiment, benchmark) evaluations their tables read
 # (``pairing: dataset`` keeps each model on the test split of the dataset it trained on).
+PERSON_MODELS = [f"{d}-{m}" for m in ("base", "mmref") for d in ("cuhk", "icfg", "rstpreid")]
+PERSON_TESTS = ["cuhk-pedes-test", "icfg-pedes-test", "rstpreid-test"]
 MMREF_PRESETS = {
+    # Tables 1 and 3 and the cross-domain table (every person model on every test split); three
+    # baselines beside the three MMRef models.
     "mmref-person": (
         {"prepare_manifest": 3, "extract_image_features": 10, "extract_text_features": 10,
-         "build_references": 3, "build_neighbour_index": 3, "train": 8, "evaluate": 8, "table": 2},
-        {("cuhk-mmref", "cuhk-pedes-test"), ("icfg-mmref", "icfg-pedes-test"), ("rstpreid-mmref", "rstpreid-test"),
-         *((e, "cuhk-pedes-test") for e in ("cuhk-base", "cuhk-mmref-no-fusion", "cuhk-mmref-no-reconstruction",
+         "build_references": 3, "build_neighbour_index": 3, "train": 10, "evaluate": 22, "table": 3},
+        {*((e, b) for e in PERSON_MODELS for b in PERSON_TESTS),
+         *((e, "cuhk-pedes-test") for e in ("cuhk-mmref-no-fusion", "cuhk-mmref-no-reconstruction",
                                             "cuhk-mmref-no-guidance", "cuhk-mmref-soft"))},
     ),
+    # Every experiment selects its epoch on the released val classes, then retrains on trainval;
+    # the MMRef ones need teacher references over the trainval classes too.
     "mmref-reed": (
         {"prepare_manifest": 2, "extract_image_features": 4, "extract_text_features": 4,
-         "build_references": 2, "build_neighbour_index": 2, "train": 4, "evaluate": 4, "table": 1},
+         "build_references": 2, "build_neighbour_index": 2, "build_trainval_references": 2,
+         "build_trainval_neighbour_index": 2, "train": 4, "retrain": 4, "evaluate": 4, "table": 1},
         {("cub-base", "cub-zero-shot"), ("cub-mmref", "cub-zero-shot"),
          ("flowers-base", "flowers-zero-shot"), ("flowers-mmref", "flowers-zero-shot")},
     ),
@@ -254,22 +261,22 @@ class Job:
         return [f for f in self.fields.get(key, "").split(", ") if f]
 
 
-# A train job's listing is its message:
+# A train (or retrain) job's listing is its message:
 # "Job N: train EXPERIMENT seed S (resources: gpu=G, threads=T): k=v, ...".
-_TRAIN_MESSAGE = re.compile(r"^Job \d+: train (\S+) seed (\d+) \(resources: ([^)]*)\): (.*)$")
+_TRAIN_MESSAGE = re.compile(r"^Job \d+: (train|retrain) (\S+) seed (\d+) \(resources: ([^)]*)\): (.*)$")
 
 
 def parse_jobs(text: str) -> list[Job]:
     """The jobs a ``snakemake -n`` listing shows: ``rule NAME:`` then indented ``key: value`` lines, and
-    the train jobs' one-line messages (their switches under the field ``switches``)."""
+    the train and retrain jobs' one-line messages (their switches under the field ``switches``)."""
     jobs: list[Job] = []
     fields: dict[str, str] | None = None
     for line in text.splitlines():
         message = _TRAIN_MESSAGE.match(line)
         if message:
-            experiment, seed, resources, switches = message.groups()
-            jobs.append(Job("train", {"wildcards": f"experiment={experiment}, seed={seed}", "resources": resources,
-                                      "switches": switches}))
+            rule, experiment, seed, resources, switches = message.groups()
+            jobs.append(Job(rule, {"wildcards": f"experiment={experiment}, seed={seed}", "resources": resources,
+                                   "switches": switches}))
             fields = None
             continue
         match = re.match(r"^(?:local)?rule (\S+):$", line)
@@ -321,11 +328,14 @@ def dry_runs(tmp_path_factory) -> dict[str, DryRun]:
 
 
 def _check_train_jobs(raw: dict[str, Any], run: DryRun) -> dict[str, Job]:
-    """One train job per experiment a table shows, asking for the experiment's GPUs."""
+    """One train job per experiment a table shows (and one retrain job per experiment retrained on
+    train + val), asking for the experiment's GPUs."""
     wanted = sorted({e for tb in (raw.get("tables") or {}).values() for e in tb.get("experiments", [])})
     trains = {job.pairs("wildcards")["experiment"]: job for job in run.jobs if job.rule == "train"}
     assert sorted(trains) == wanted, run.text
-    for experiment, job in trains.items():
+    retrains = {job.pairs("wildcards")["experiment"]: job for job in run.jobs if job.rule == "retrain"}
+    assert sorted(retrains) == sorted(e for e in wanted if raw["experiments"][e].get("retrain_on_trainval")), run.text
+    for experiment, job in [*trains.items(), *retrains.items()]:
         gpus = raw["experiments"][experiment].get("gpus", 1)
         resources = job.pairs("resources")
         assert resources.get("gpu") == str(gpus), (
@@ -351,6 +361,11 @@ def test_preset_dry_run(dry_runs, name):
         assert dict(counts) == jobs, run.text
         assert {(j.pairs("wildcards")["experiment"], j.pairs("wildcards")["benchmark"])
                 for j in run.jobs if j.rule == "evaluate"} == evaluations
+        # An experiment retrained on train + val is evaluated with the retrained model.
+        for job in (j for j in run.jobs if j.rule == "evaluate"):
+            experiment, seed = job.pairs("wildcards")["experiment"], job.pairs("wildcards")["seed"]
+            folder = "trainval/" if raw["experiments"][experiment].get("retrain_on_trainval") else ""
+            assert f"results/runs/{experiment}/seed-{seed}/{folder}checkpoint.pt" in job.files("input"), job.fields
         return
     if name not in CUSA_PRESETS:
         return
@@ -376,6 +391,21 @@ def test_preset_dry_run(dry_runs, name):
     assert evaluations == {(e, b) for tb in raw["tables"].values() for e in tb["experiments"] for b in tb["benchmarks"]}
 
 
+def test_person_train_jobs_are_the_fields_recipe(dry_runs):
+    """The person preset trains at 384 x 128 with IRRA's augmentation and fixed tau: its dry run says so."""
+    trains = [job for job in dry_runs["mmref-person"].jobs if job.rule == "train"]
+    assert len(trains) == 10
+    for job in trains:
+        switches = _switches(job)
+        assert (switches["image_size"], switches["augment"], switches["tau_mode"], switches["tau"]) == (
+            "384x128", "reid", "fixed", "0.02"), switches
+    # The Reed and CUSA presets keep the square student and no augmentation (the public CUSA code's choice).
+    for name in PRESET_NAMES:
+        if name != "mmref-person":
+            for job in (j for j in dry_runs[name].jobs if j.rule in ("train", "retrain")):
+                assert (_switches(job)["image_size"], _switches(job)["augment"]) == ("native", "none"), job.fields
+
+
 def test_parse_jobs_reads_a_listing():
     text = (
         "[Mon Nov 23 16:23:12 2026]\n"
@@ -387,8 +417,13 @@ def test_parse_jobs_reads_a_listing():
         "Shell command: None\n"
         "localrule table:\n"
         "    output: results/table1.csv, results/table1.md\n"
+        "Job 7: retrain y seed 23 (resources: gpu=2, threads=8): epochs=60, augment=reid, image_size=384x128\n"
+        "Reason: Missing output files\n"
     )
-    train, table = parse_jobs(text)
+    train, table, retrain = parse_jobs(text)
+    assert (retrain.rule, retrain.pairs("wildcards"), retrain.pairs("resources")) == (
+        "retrain", {"experiment": "y", "seed": "23"}, {"gpu": "2", "threads": "8"})
+    assert _switches(retrain) == {"epochs": "60", "augment": "reid", "image_size": "384x128"}
     assert (train.rule, train.pairs("wildcards"), train.pairs("resources")["gpu"]) == ("train", {"experiment": "x"}, "4")
     assert train.files("input") == ["a.parquet", "b.parquet"]
     assert (table.rule, table.files("output")[0]) == ("table", "results/table1.csv")

@@ -39,6 +39,8 @@ def test_schema_enums_are_the_names() -> None:
     assert tuple(_entry_schema("benchmarks")["properties"]["protocol"]["enum"]) == names.PROTOCOLS
     assert tuple(_entry_schema("tables")["properties"]["kind"]["enum"]) == names.TABLE_KINDS
     assert tuple(_entry_schema("references")["properties"]["split"]["enum"]) == names.SPLITS
+    assert tuple(_entry_schema("experiments")["properties"]["augment"]["enum"]) == names.AUGMENTATIONS
+    assert tuple(_entry_schema("experiments")["properties"]["tau_mode"]["enum"]) == names.TAU_MODES
     options = set(_entry_schema("benchmarks")["properties"]["options"]["properties"])
     assert options == {o for opts in names.PROTOCOL_OPTIONS.values() for o in opts}
 

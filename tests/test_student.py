@@ -1,4 +1,5 @@
-"""The CUSA student on the tiny demo config: shapes, heads, temperatures, gradients, state dicts."""
+"""The CUSA student on the tiny demo config: shapes, heads, temperatures, gradients, state dicts;
+non-square ViT students (position embeddings interpolated from the pretrained grid) and a fixed tau."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import pickle
 import open_clip
 import pytest
 import torch
+import torch.nn.functional as F
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
+from softref.checkpoints import save_checkpoint
 from softref.losses import cusa_objective
-from softref.models.student import MODEL_CONFIG_DIR, Student, register_model_configs
+from softref.models.student import MODEL_CONFIG_DIR, Student, load_student, register_model_configs
+from softref.train.trainer import parameter_groups
 
 BATCH = 6
 
@@ -169,3 +174,101 @@ def test_clip_weights_load_through_pretrained_path(student, inputs, tmp_path):
     with torch.no_grad():
         assert torch.equal(student.clip.encode_image(inputs[0]), loaded.clip.encode_image(inputs[0]))
         assert torch.equal(student.clip.encode_text(inputs[1]), loaded.clip.encode_text(inputs[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-square students, fixed temperature
+# ---------------------------------------------------------------------------------------------
+
+
+def _interpolated_grid(original: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
+    """The expected position embeddings: class token kept, the patch grid resized bicubic (antialiased)."""
+    grid = original[1:].reshape(1, old[0], old[1], -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new, mode="bicubic", antialias=True, align_corners=False)
+    return torch.cat([original[:1], grid.permute(0, 2, 3, 1).reshape(new[0] * new[1], -1)])
+
+
+def test_vit_b16_at_384_by_128_interpolates_the_pretrained_position_embeddings(tmp_path):
+    # A random-init ViT-B-16 state dict stands in for the pretrained file: nothing is downloaded.
+    torch.manual_seed(0)
+    square = open_clip.create_model("ViT-B-16")
+    path = tmp_path / "vit-b-16.pt"
+    torch.save(square.state_dict(), path)
+    model = Student("ViT-B-16", str(path), image_size=(384, 128))
+    original = square.visual.positional_embedding.detach()
+    got = model.clip.visual.positional_embedding.detach()
+    assert original.shape == (197, 768) and got.shape == (1 + 24 * 8, 768)
+    assert torch.equal(got[0], original[0])  # the class token is kept as it is
+    assert torch.allclose(got, _interpolated_grid(original, (14, 14), (24, 8)), atol=1e-6)
+    assert not torch.allclose(got[1:193], original[1:193])  # really resized, not truncated
+    # Every other weight loads unchanged.
+    assert torch.equal(model.clip.visual.conv1.weight, square.visual.conv1.weight)
+    assert torch.equal(model.clip.positional_embedding, square.positional_embedding)
+    assert model.image_size == (384, 128)
+    assert model.transform(Image.new("RGB", (70, 190), (9, 9, 9))).shape == (3, 384, 128)
+    model.eval()
+    with torch.no_grad():  # one forward: ViT-B-16 is heavy on the CPU
+        assert model.encode_image(torch.randn(1, 3, 384, 128)).shape == (1, 512)
+
+
+def test_a_square_config_is_unchanged():
+    """No image_size: the model and the transform are open_clip's own, bit for bit."""
+    torch.manual_seed(5)
+    student = Student("softref-tiny")
+    torch.manual_seed(5)
+    clip = open_clip.create_model("softref-tiny")
+    reference = clip.state_dict()
+    assert all(torch.equal(student.clip.state_dict()[k], reference[k]) for k in reference)
+    expected = image_transform_v2(PreprocessCfg(**open_clip.get_model_preprocess_cfg(clip)), is_train=False)
+    assert repr(student.transform) == repr(expected)
+    image = Image.new("RGB", (90, 70), (200, 10, 10))
+    image.putpixel((3, 4), (0, 255, 0))
+    assert torch.equal(student.transform(image), expected(image))
+    assert student.image_size == 64 and "tau" in dict(student.named_parameters())
+
+
+def test_a_forced_size_resizes_without_cropping():
+    torch.manual_seed(5)
+    tall = Student("softref-tiny", image_size=(96, 32))
+    assert tall.image_size == (96, 32) and tall.clip.visual.positional_embedding.shape[0] == 1 + 6 * 2
+    # A red top row and a blue bottom row survive: the whole image is resized, nothing cropped.
+    image = Image.new("RGB", (40, 160), (128, 128, 128))
+    for x in range(40):
+        image.putpixel((x, 0), (255, 0, 0))
+        image.putpixel((x, 159), (0, 0, 255))
+    pixels = tall.transform(image)
+    assert pixels.shape == (3, 96, 32)
+    assert pixels[0, 0].mean() > pixels[2, 0].mean() and pixels[2, -1].mean() > pixels[0, -1].mean()
+    with pytest.raises(ValueError, match=r"expected multiples of 'softref-tiny'.s patch size 16"):
+        Student("softref-tiny", image_size=(100, 32))
+    with pytest.raises(ValueError, match="a non-square input needs an open_clip ViT; 'softref-tiny-rn' is not one"):
+        Student("softref-tiny-rn", image_size=(96, 32))
+
+
+def test_a_fixed_tau_is_not_a_parameter(inputs):
+    torch.manual_seed(0)
+    model = Student("softref-tiny", tau_init=0.02, tau_fixed=True)
+    assert "tau" not in dict(model.named_parameters()) and "tau" in model.state_dict()
+    assert all(p is not model.tau for g in parameter_groups(model, 1e-4) for p in g["params"])
+    out = model(*inputs)
+    assert out["tau"].item() == pytest.approx(0.02) and not out["tau"].requires_grad
+    assert out["tau_c"].requires_grad  # CUSA's other temperatures still learn
+    with pytest.raises(ValueError, match="a fixed temperature must be positive"):
+        Student("softref-tiny", tau_init=0.0, tau_fixed=True)
+    # Learned, 0.02 is a start value, and a parameter.
+    assert "tau" in dict(Student("softref-tiny", tau_init=0.02).named_parameters())
+
+
+def test_load_student_rebuilds_size_and_temperature(inputs, tmp_path):
+    torch.manual_seed(0)
+    model = Student("softref-tiny", image_size=(96, 32), tau_init=0.02, tau_fixed=True)
+    config = {"student": {"name": "tiny", "architecture": "softref-tiny", "image_size": [96, 32]},
+              "experiment": {"name": "e", "tau_mode": "fixed", "tau": 0.02}}
+    save_checkpoint({"model": model.state_dict(), "config": config}, tmp_path / "checkpoint.pt")
+    loaded, _ = load_student(tmp_path / "checkpoint.pt")
+    assert loaded.image_size == (96, 32) and loaded.tau_fixed and "tau" not in dict(loaded.named_parameters())
+    assert repr(loaded.transform) == repr(model.transform)
+    images = torch.randn(2, 3, 96, 32)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_image(images), model.encode_image(images))

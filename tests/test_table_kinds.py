@@ -254,6 +254,59 @@ def test_person_demo_gets_no_paper_values_nor_references(tmp_path: Path) -> None
     assert "reference (" not in md and "IRRA" not in md
 
 
+def _cross_domain_entries(refined: bool = False) -> list[dict]:
+    """Two MMRef models (one label) trained on CUHK-PEDES and ICFG-PEDES, each on both test splits;
+    in-domain numbers 20 points above the cross-domain ones."""
+    entries = []
+    for train, seed in (("cuhk-pedes", 70.0), ("icfg-pedes", 60.0)):
+        for benchmark, dataset in (("cuhk-test", "cuhk-pedes"), ("icfg-test", "icfg-pedes")):
+            value = seed if dataset == train else seed - 20.0
+            entry = _entry(_person(f"{train}-mmref", benchmark, dataset, value, refined), method="mmref",
+                           label="MMRef", paper_model="ViT-B/16", paper_method="MMRef")
+            entries.append({**entry, "train_dataset": train})
+    return entries
+
+
+def test_cross_domain_rows_are_training_datasets(tmp_path: Path) -> None:
+    rows, table, md = _build(tmp_path, "cross-domain", _cross_domain_entries(), table="mmref/cross-domain",
+                             label="Cross-domain")
+    got = _index(rows)
+    assert len(rows) == 2 * 2 * 3  # 2 models x 2 test splits x (R@1, mAP, mINP)
+    assert got[("tiny", "train cuhk-pedes: MMRef", "cuhk-pedes", "t2i", "R@1")]["value"] == 70.0
+    assert got[("tiny", "train cuhk-pedes: MMRef", "icfg-pedes", "t2i", "R@1")]["value"] == 50.0
+    assert got[("tiny", "train icfg-pedes: MMRef", "cuhk-pedes", "t2i", "mAP")]["value"] == 43.0
+    assert got[("tiny", "train icfg-pedes: MMRef", "icfg-pedes", "t2i", "mINP")]["value"] == 64.0
+    assert {r["metric"] for r in rows} == {"R@1", "mAP", "mINP"}
+    # No published cross-domain numbers: none beside any cell, no reference rows of in-domain numbers.
+    assert all(r["paper_value"] is None for r in rows) and all(r["paper_value"] == "" for r in table)
+    header = next(line for line in md.splitlines() if line.startswith("| Student"))
+    assert header == ("| Student | Method | cuhk-pedes R@1 | cuhk-pedes mAP | cuhk-pedes mINP | icfg-pedes R@1 | "
+                      "icfg-pedes mAP | icfg-pedes mINP |")
+    assert "| tiny | train cuhk-pedes: MMRef | 70.00 | 73.00 | 74.00 | 50.00 | 53.00 | 54.00 |" in md
+    assert "| tiny | train icfg-pedes: MMRef | 40.00 | 43.00 | 44.00 | 60.00 | 63.00 | 64.00 |" in md
+    assert "reference (" not in md and "No published numbers are packaged for this layout" in md
+    assert md.startswith("# MMRef cross-domain\n\nCross-domain\n")
+
+
+def test_cross_domain_refined_rows_and_errors(tmp_path: Path) -> None:
+    rows, _, md = _build(tmp_path, "cross-domain", _cross_domain_entries(refined=True))
+    assert len(rows) == 24 and {r["variant"] for r in rows} == {"", "refined"}
+    assert "| tiny | train icfg-pedes: MMRef + refinement | 41.00 | 44.00 | 45.00 | 61.00 | 64.00 | 65.00 |" in md
+    # One label on one benchmark from two models: a cross-domain table tells them apart by their
+    # training dataset; a person table cannot.
+    with pytest.raises(ValueError, match="both give the row student 'tiny', label 'MMRef' on benchmark"):
+        _build(tmp_path, "person", _cross_domain_entries())
+    entries = _cross_domain_entries()
+    for entry in entries[:2]:  # both evaluations of the CUHK-PEDES model
+        del entry["train_dataset"]
+    with pytest.raises(ValueError, match="a 'cross-domain' table names each row by the dataset its model trained on"):
+        _build(tmp_path, "cross-domain", entries)
+    entries = _cross_domain_entries()
+    entries[1]["train_dataset"] = "rstpreid"  # one experiment, two training datasets: miswired
+    with pytest.raises(ValueError, match="train_dataset expected 'cuhk-pedes'"):
+        _build(tmp_path, "cross-domain", entries)
+
+
 def test_zero_shot(tmp_path: Path) -> None:
     metrics = [_m("cub", "t2i", "AP@50", 30.0), _m("cub", "i2t", "top-1", 45.0)]
     entries = [

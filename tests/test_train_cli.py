@@ -88,6 +88,21 @@ def test_train_rule_runs_torchrun_when_granted_several_gpus(workdir):
     assert "process 1 of 2" in log_text  # the second process joined
 
 
+def test_retrain_runs_the_selected_epochs_on_train_and_val(workdir):
+    """--retrain does what the retrain rule does: the finished run's selected epoch count, on train + val."""
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["experiments"] = {"redo": {**config["experiments"]["base"], "epochs": 2, "retrain_on_trainval": True}}
+    (workdir / "retrain.yaml").write_text(yaml.safe_dump(config))
+    for extra in ([], ["--retrain"]):
+        proc = run(workdir, "-m", "softref.train", "--config", "retrain.yaml", "--experiment", "redo", *extra)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    selection = pd.read_csv(workdir / "results/runs/redo/seed-23/train_log.csv")
+    best = int(selection.loc[selection["val_rsum"].idxmax(), "epoch"])
+    log = pd.read_csv(workdir / "results/runs/redo/seed-23/trainval/train_log.csv")
+    assert list(log["epoch"]) == list(range(1, best + 1)) and log["val_rsum"].isna().all()
+    assert (workdir / "results/runs/redo/seed-23/trainval/checkpoint.pt").is_file()
+
+
 @pytest.fixture(scope="module")
 def bare_python(tmp_path_factory) -> Path:
     """A Python with every dependency of softref but not softref itself, as an environment built from

@@ -42,7 +42,8 @@ def person(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                       "texts", "txt-teacher", 8, seed=1)
     refs = build_references(images, texts, image_shards, text_shards, root / "refs" / "img-teacher+txt-teacher.h5")
     _, neighbours = build_neighbour_index(refs, refs.with_suffix(".faiss"), refs.with_suffix(".neighbours.parquet"), k=3)
-    return {"root": demo["person_root"], "images": images, "texts": texts, "references": refs, "neighbours": neighbours}
+    return {"root": demo["person_root"], "images": images, "texts": texts, "references": refs, "neighbours": neighbours,
+            "image_shards": image_shards, "text_shards": text_shards}
 
 
 def experiment(**mmref) -> ExperimentConfig:

@@ -24,10 +24,11 @@ from typing import Any, Literal
 
 import yaml
 
-from softref.names import METHODS, PROTOCOLS, TABLE_KINDS, TABLE_PROTOCOLS
+from softref.names import AUGMENTATIONS, METHODS, PROTOCOLS, TABLE_KINDS, TABLE_PROTOCOLS, TAU_MODES
 
 __all__ = [
     "SCHEMA_PATH",
+    "TAU_RANGE",
     "TRAINING_IGNORES",
     "BenchmarkConfig",
     "Config",
@@ -58,9 +59,12 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 #: Experiment keys that cannot change the trained model (loader workers; the table row's name and
-#: paper role; which features the uni-modal benchmarks read): editing them neither reruns the train
-#: job nor stops a resume.
-TRAINING_IGNORES: tuple[str, ...] = ("num_workers", "label", "paper_method", "uni_features")
+#: paper role; which features the uni-modal benchmarks read; whether a second job retrains on
+#: train+val afterwards): editing them neither reruns the train job nor stops a resume.
+TRAINING_IGNORES: tuple[str, ...] = ("num_workers", "label", "paper_method", "uni_features", "retrain_on_trainval")
+
+#: The range a learned contrastive temperature is clamped to at every forward (the public CUSA code's).
+TAU_RANGE: tuple[float, float] = (0.01, 0.10)
 
 
 class ConfigError(ValueError):
@@ -239,6 +243,7 @@ class StudentConfig:
     architecture: str
     pretrained: str | None = None
     paper_model: str | None = None
+    image_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +309,10 @@ class ExperimentConfig:
     public_code_weighting: bool = True
     student_pre_caption: bool = True
     uni_features: str = "encoder"
+    augment: str = "none"
+    tau_mode: str = "learned"
+    tau: float = 0.05
+    retrain_on_trainval: bool = False
     num_workers: int = 0
     label: str | None = None
     paper_method: str | None = None
@@ -344,7 +353,7 @@ class ExperimentConfig:
         """The keys where a run may follow or leave the public code's way, as ``key=value`` pairs
         (the train job's message: a dry run shows them)."""
         keys = ["method", "epochs", "batch_size", "gpus", "gather", "public_code_weighting", "student_pre_caption",
-                "uni_features", "teacher_tau"]
+                "uni_features", "teacher_tau", "augment", "tau_mode", "tau", "retrain_on_trainval"]
         sources = f"teacher_features=image:{self.teacher_features.image}/text:{self.teacher_features.text}"
         return ", ".join([f"{key}={getattr(self, key)}" for key in keys] + [sources])
 
@@ -591,6 +600,22 @@ def _named(problems: _Problems, cls: type, block: Any, where: str, nested: Mappi
     return out
 
 
+def _check_training_choices(problems: _Problems, where: str, ex: ExperimentConfig) -> None:
+    """The augmentation and temperature choices of one experiment (the schema checks them too; typed
+    configs built in code pass here only)."""
+    if ex.augment not in AUGMENTATIONS:
+        problems.add(f"{where}.augment: expected one of {list(AUGMENTATIONS)}, found {ex.augment!r}")
+    if ex.tau_mode not in TAU_MODES:
+        problems.add(f"{where}.tau_mode: expected one of {list(TAU_MODES)}, found {ex.tau_mode!r}")
+    elif ex.tau_mode == "learned" and not TAU_RANGE[0] <= ex.tau <= TAU_RANGE[1]:
+        problems.add(
+            f"{where}.tau: a learned temperature starts inside its clamp range {list(TAU_RANGE)}, found {ex.tau}; "
+            f"set tau_mode: fixed to keep another value"
+        )
+    elif not ex.tau > 0:
+        problems.add(f"{where}.tau: expected a positive temperature, found {ex.tau}")
+
+
 def _check_experiments(problems: _Problems, cfg: Config) -> None:
     for name, ex in cfg.experiments.items():
         where = f"experiments.{name}"
@@ -615,6 +640,7 @@ def _check_experiments(problems: _Problems, cfg: Config) -> None:
                 )
             elif cfg.teachers[t].modality != modality:
                 problems.add(f"{where}.{key}: expected a {modality} teacher, {t!r} is a {cfg.teachers[t].modality} teacher")
+        _check_training_choices(problems, where, ex)
         if len(set(ex.run_seeds)) != len(ex.run_seeds):
             problems.add(f"{where}.seeds: expected distinct seeds, found {list(ex.run_seeds)}")
         if ex.gpus < 1 or ex.batch_size % ex.gpus:

@@ -9,15 +9,18 @@ protocol or a table kind starts here; the schema's enums are checked against the
 from __future__ import annotations
 
 __all__ = [
+    "AUGMENTATIONS",
     "CUSA_TERMS",
     "METHODS",
     "METHOD_FAMILIES",
     "PROTOCOLS",
     "PROTOCOL_OPTIONS",
+    "RETRAIN_SPLITS",
     "SPLITS",
     "TEACHER_FEATURE_SOURCES",
     "TABLE_KINDS",
     "TABLE_PROTOCOLS",
+    "TAU_MODES",
 ]
 
 #: Training objectives of the CUSA ablation (paper Table 5): which terms enter each total.
@@ -49,8 +52,19 @@ PROTOCOLS: tuple[str, ...] = tuple(PROTOCOL_OPTIONS)
 #: Where a CUSA run's teacher features come from, per modality: HDF5 shards or the teacher run online.
 TEACHER_FEATURE_SOURCES: tuple[str, ...] = ("shards", "online")
 
+#: Training-image augmentations of the student (softref.train.augment): none (the public CUSA
+#: code's choice) or reid (IRRA's: flip, pad and random crop, random erasing).
+AUGMENTATIONS: tuple[str, ...] = ("none", "reid")
+
+#: How the contrastive temperature behaves: learned (clamped to its range) or fixed (IRRA's 0.02).
+TAU_MODES: tuple[str, ...] = ("learned", "fixed")
+
 #: Manifest splits.
 SPLITS: tuple[str, ...] = ("train", "val", "test", "query", "gallery")
+
+#: The splits a retrain on train + val trains on (``experiments.<name>.retrain_on_trainval``) and its
+#: teacher references cover.
+RETRAIN_SPLITS: tuple[str, ...] = ("train", "val")
 
 #: Table kinds (softref.tables.kinds) and the evaluation protocols each reads.
 TABLE_PROTOCOLS: dict[str, tuple[str, ...]] = {
@@ -63,5 +77,6 @@ TABLE_PROTOCOLS: dict[str, tuple[str, ...]] = {
     "zero-shot": ("zero-shot",),
     "mmref-ablation": ("person",),
     "resources": ("training-cost",),
+    "cross-domain": ("person",),
 }
 TABLE_KINDS: tuple[str, ...] = tuple(TABLE_PROTOCOLS)

@@ -26,15 +26,22 @@ __all__ = [
     "NEIGHBOURS",
     "REFERENCES",
     "RESULTS",
+    "RETRAIN_CHECKPOINT",
+    "RETRAIN_LOG",
+    "RETRAIN_RUN",
     "RUN",
     "TABLE_CSV",
     "TABLE_MD",
     "TRAIN_LOG",
+    "TRAINVAL_NEIGHBOUR_INDEX",
+    "TRAINVAL_NEIGHBOURS",
+    "TRAINVAL_REFERENCES",
     "evaluation",
     "feature_shards",
     "manifest",
     "modality_folder",
     "references",
+    "retrain_dir",
     "run_dir",
 ]
 
@@ -52,12 +59,21 @@ FEATURE_SHARD = "results/features/{dataset}/{teacher}/{modality}-{shard}.h5"
 REFERENCES = "results/references/{dataset}/{teachers}.h5"
 NEIGHBOUR_INDEX = "results/references/{dataset}/{teachers}.faiss"
 NEIGHBOURS = "results/references/{dataset}/{teachers}.neighbours.parquet"
+#: The same over the train + val identities: what an MMRef retrain on train + val samples with.
+TRAINVAL_REFERENCES = "results/references/{dataset}/trainval/{teachers}.h5"
+TRAINVAL_NEIGHBOUR_INDEX = "results/references/{dataset}/trainval/{teachers}.faiss"
+TRAINVAL_NEIGHBOURS = "results/references/{dataset}/trainval/{teachers}.neighbours.parquet"
 #: One run of an experiment: its seed's folder (an experiment trains one run per seed).
 #: How well a dataset's teachers' similarities find its matching pairs (softref.teachers.diagnostics).
 DIAGNOSTICS = "results/diagnostics/{dataset}/{teachers}.json"
 RUN = "results/runs/{experiment}/seed-{seed}"
 CHECKPOINT = RUN + "/checkpoint.pt"
 TRAIN_LOG = RUN + "/train_log.csv"
+#: An experiment with ``retrain_on_trainval``: trained again on train + val for the epochs its run
+#: selected; its evaluations read this checkpoint.
+RETRAIN_RUN = RUN + "/trainval"
+RETRAIN_CHECKPOINT = RETRAIN_RUN + "/checkpoint.pt"
+RETRAIN_LOG = RETRAIN_RUN + "/train_log.csv"
 EVALUATION = RUN + "/eval/{benchmark}.json"
 TABLE_CSV = "results/{table}.csv"
 TABLE_MD = "results/{table}.md"
@@ -87,17 +103,21 @@ def feature_shards(dataset: str, teacher: str, modality: str, num_shards: int, r
             for k in range(num_shards)]
 
 
-def references(dataset: str, teachers: str, root: str | Path = RESULTS) -> dict[str, Path]:
-    """The references file, its FAISS index and its neighbours table of ``<image>+<text>`` teachers."""
-    return {
-        "references": _under(root, REFERENCES, dataset=dataset, teachers=teachers),
-        "index": _under(root, NEIGHBOUR_INDEX, dataset=dataset, teachers=teachers),
-        "neighbours": _under(root, NEIGHBOURS, dataset=dataset, teachers=teachers),
-    }
+def references(dataset: str, teachers: str, root: str | Path = RESULTS, trainval: bool = False) -> dict[str, Path]:
+    """The references file, its FAISS index and its neighbours table of ``<image>+<text>`` teachers
+    (over the train + val identities with ``trainval``)."""
+    patterns = ((TRAINVAL_REFERENCES, TRAINVAL_NEIGHBOUR_INDEX, TRAINVAL_NEIGHBOURS) if trainval
+                else (REFERENCES, NEIGHBOUR_INDEX, NEIGHBOURS))
+    return {key: _under(root, pattern, dataset=dataset, teachers=teachers)
+            for key, pattern in zip(("references", "index", "neighbours"), patterns)}
 
 
 def run_dir(experiment: str, seed: int, root: str | Path = RESULTS) -> Path:
     return _under(root, RUN, experiment=experiment, seed=seed)
+
+
+def retrain_dir(experiment: str, seed: int, root: str | Path = RESULTS) -> Path:
+    return _under(root, RETRAIN_RUN, experiment=experiment, seed=seed)
 
 
 def evaluation(experiment: str, seed: int, benchmark: str, root: str | Path = RESULTS) -> Path:

@@ -21,6 +21,7 @@ envvars:
 
 from softref import paths
 from softref.config import TRAINING_IGNORES, load_config, validate_raw
+from softref.names import RETRAIN_SPLITS
 from softref.preflight import is_local_path, is_student_path, preflight
 
 # softref's own check (`softref check-config`: the package's schema, the cross references, finite
@@ -42,6 +43,8 @@ IMAGE_TEACHERS = _alternatives(n for n, t in CFG.teachers.items() if t.modality 
 TEXT_TEACHERS = _alternatives(n for n, t in CFG.teachers.items() if t.modality == "text")
 # {teachers} of the references rules: "<image_teacher>+<text_teacher>".
 TEACHER_PAIRS = rf"(?:{IMAGE_TEACHERS})\+(?:{TEXT_TEACHERS})"
+# Experiments trained again on train + val (rule retrain) once their run has selected an epoch.
+RETRAIN_EXPERIMENTS = _alternatives(n for n, ex in CFG.experiments.items() if ex.retrain_on_trainval)
 
 
 wildcard_constraints:
@@ -141,6 +144,11 @@ def references_params(wildcards):
     return {key: config["references"][key] for key in ("split", "on_missing")}
 
 
+def trainval_references_params(wildcards):
+    """The references over the train + val identities (a retrain's): those splits, the missing-identity rule."""
+    return {"split": list(RETRAIN_SPLITS), "on_missing": config["references"]["on_missing"]}
+
+
 def all_references(wildcards=None):
     """References, FAISS index and neighbours of every (dataset, image teacher, text teacher) pair."""
     return [
@@ -184,10 +192,31 @@ def train_params(wildcards):
     }
 
 
+def retrain_inputs(wildcards):
+    """What train reads, with the selection run's checkpoint (its selected epoch) and, for MMRef, the
+    teacher references and neighbours over the train + val identities."""
+    ex = CFG.experiments[wildcards.experiment]
+    inputs = train_inputs(wildcards)
+    inputs["selection"] = paths.CHECKPOINT.format(experiment=wildcards.experiment, seed=wildcards.seed)
+    if ex.needs_references():
+        refs = paths.references(ex.dataset, ex.references_name, trainval=True)
+        inputs["references"] = str(refs["references"])
+        inputs["neighbours"] = str(refs["neighbours"])
+    return inputs
+
+
+def model_checkpoint(experiment, seed):
+    """The checkpoint a run's evaluations read: its retrain's when the experiment retrains on train + val."""
+    retrains = CFG.experiments[experiment].retrain_on_trainval
+    return (paths.RETRAIN_CHECKPOINT if retrains else paths.CHECKPOINT).format(experiment=experiment, seed=seed)
+
+
 def train_switches(wildcards):
-    """The experiment's switches where softref and the public code can differ, one line for the dry
-    run's job listing (docs/reproducing.md lists them)."""
-    return CFG.experiments[wildcards.experiment].switches()
+    """The experiment's switches where softref and the public code can differ, and the student's input
+    size, one line for the dry run's job listing (docs/reproducing.md lists them)."""
+    ex = CFG.experiments[wildcards.experiment]
+    size = CFG.students[ex.student].image_size
+    return f"{ex.switches()}, image_size={'x'.join(str(v) for v in size) if size else 'native'}"
 
 
 def train_gpus(wildcards):
@@ -196,14 +225,18 @@ def train_gpus(wildcards):
 
 
 def evaluate_inputs(wildcards):
-    """The trained checkpoint and the manifests (with positives and pairs) of the benchmark's dataset."""
+    """The trained checkpoint (the retrain's, for an experiment retrained on train + val) and the
+    manifests (with positives and pairs) of the benchmark's dataset."""
     bm = CFG.benchmarks[wildcards.benchmark]
     inputs = {
-        "checkpoint": paths.CHECKPOINT.format(experiment=wildcards.experiment, seed=wildcards.seed),
+        "checkpoint": model_checkpoint(wildcards.experiment, wildcards.seed),
         **_manifests(bm.dataset, ("images", "texts", "positives", "pairs")),
     }
     if bm.protocol == "training-cost":
-        inputs["train_log"] = paths.TRAIN_LOG.format(experiment=wildcards.experiment, seed=wildcards.seed)
+        # The log of the run that made the evaluated model: the retrain's, where there is one.
+        retrains = CFG.experiments[wildcards.experiment].retrain_on_trainval
+        log = paths.RETRAIN_LOG if retrains else paths.TRAIN_LOG
+        inputs["train_log"] = log.format(experiment=wildcards.experiment, seed=wildcards.seed)
     return inputs
 
 

@@ -64,3 +64,48 @@ rule teacher_diagnostics:
 rule references:
     input:
         all_references,
+
+
+# The same over the train + val identities, for experiments retrained on train + val (MMRef's
+# neighbour sampler and soft targets need a reference for every identity they train on).
+
+
+rule build_trainval_references:
+    input:
+        unpack(references_inputs),
+    output:
+        paths.TRAINVAL_REFERENCES,
+    wildcard_constraints:
+        teachers=TEACHER_PAIRS,
+    params:
+        references=trainval_references_params,
+    threads: 1
+    log:
+        "logs/build_references/{dataset}/trainval/{teachers}.log",
+    benchmark:
+        "benchmarks/build_references/{dataset}/trainval/{teachers}.tsv"
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/build_references.py"
+
+
+rule build_trainval_neighbour_index:
+    input:
+        references=paths.TRAINVAL_REFERENCES,
+    output:
+        index=paths.TRAINVAL_NEIGHBOUR_INDEX,
+        neighbours=paths.TRAINVAL_NEIGHBOURS,
+    wildcard_constraints:
+        teachers=TEACHER_PAIRS,
+    params:
+        index=config["references"]["index"],
+    threads: 2
+    log:
+        "logs/build_neighbour_index/{dataset}/trainval/{teachers}.log",
+    benchmark:
+        "benchmarks/build_neighbour_index/{dataset}/trainval/{teachers}.tsv"
+    conda:
+        "../../envs/softref.yaml"
+    script:
+        "../scripts/build_neighbour_index.py"

@@ -1,4 +1,5 @@
-"""Build the per-identity teacher references of one (dataset, image teacher + text teacher)."""
+"""Build the per-identity teacher references of one (dataset, image teacher + text teacher), over the
+split(s) the rule's params name (the config's references.split, or train + val for a retrain)."""
 from pathlib import Path
 
 from softref.references import build_references
@@ -12,6 +13,6 @@ with rule_context(snakemake) as cfg:
         [Path(p) for p in inputs.image_shards],
         [Path(p) for p in inputs.text_shards],
         Path(snakemake.output[0]),
-        split=cfg.references.split,
-        on_missing=cfg.references.on_missing,
+        split=snakemake.params.references["split"],
+        on_missing=snakemake.params.references["on_missing"],
     )

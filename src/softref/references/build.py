@@ -152,7 +152,7 @@ def build_references(
     text_shards: Sequence[Path | str],
     out: Path | str,
     *,
-    split: str = "train",
+    split: str | Sequence[str] = "train",
     on_missing: Literal["error", "skip"] = "error",
     block_rows: int = BLOCK_ROWS,
 ) -> Path:
@@ -163,7 +163,9 @@ def build_references(
             ``manifest_sha256`` attribute of the shards (else the shards are refused).
         image_shards, text_shards: every shard file of the image teacher and the text teacher.
         out: the references file to write.
-        split: which split's identities get references (the training split by default).
+        split: which split's identities get references (the training split by default); a list
+            pools several (``["train", "val"]`` for a retrain on train + val), recorded in the
+            ``split`` attribute joined by ``+`` (``"train+val"``).
         on_missing: what to do with an identity that has images but no captions in the split
             (or the reverse): ``"error"`` raises naming them, ``"skip"`` leaves them out.
         block_rows: rows fetched from the shards at once (memory bound).
@@ -181,8 +183,10 @@ def build_references(
     _check_build_args(on_missing, block_rows)
     images = read_images(images_manifest)
     texts = read_texts(texts_manifest)
-    images = images[images["split"] == split]
-    texts = texts[texts["split"] == split]
+    splits = (split,) if isinstance(split, str) else tuple(split)
+    split = "+".join(splits)
+    images = images[images["split"].isin(splits)]
+    texts = texts[texts["split"].isin(splits)]
     identities, skipped = _paired_identities(images, texts, split, on_missing, images_manifest, texts_manifest)
     code_of = {identity: i for i, identity in enumerate(identities)}
     image = _modality_rows(images, "image_id", code_of, "images", images_manifest, image_shards)

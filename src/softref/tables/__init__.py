@@ -87,7 +87,7 @@ def build_table(
 
     Args:
         kind: one of :data:`TABLE_KINDS` (``retrieval``: CUSA's Table 1, ``eccv``, ``image-retrieval``,
-            ``sts``, ``ablation``, ``person``, ``zero-shot``, ``mmref-ablation``).
+            ``sts``, ``ablation``, ``person``, ``zero-shot``, ``mmref-ablation``, ``cross-domain``).
         table: the table's name (``"table2"``, ``"mmref/table1"``): the CSV's ``table`` column; the
             Markdown title ("Table 2", "MMRef Table 1"); its number picks the CUSA paper table whose
             value is preferred when a number appears in several (Table 5 repeats Table 1's RSUMs).
@@ -97,8 +97,9 @@ def build_table(
             (base, csa, usa, cusa, mmref), ``label`` (the row name), ``benchmark``, optional
             ``paper_model`` / ``paper_method`` / ``paper_dataset`` (the paper row the entry stands
             for; None: none), ``seed`` (the run's seed: entries of one experiment with several
-            seeds are combined, :func:`combine_seeds`), and ``eval`` (the evaluation JSON's path)
-            or ``result`` (its dict).
+            seeds are combined, :func:`combine_seeds`), optional ``train_dataset`` (the dataset the
+            experiment trained on; the cross-domain kind needs it), and ``eval`` (the evaluation
+            JSON's path) or ``result`` (its dict).
         csv_path: the long CSV (:data:`CSV_COLUMNS`): one row per number; ``method`` is the
             entry's label, + " + refinement" for refined numbers; values rounded to 4 decimals;
             ``paper_value`` empty where the paper has no number for the row.
@@ -123,7 +124,7 @@ def build_table(
     loaded = [load_entry(kind, i, row) for i, row in enumerate(entries)]
     if not loaded:
         raise ValueError(f"{table}: no entries to tabulate")
-    check_entries(table, loaded)
+    check_entries(table, loaded, KINDS[kind].row_keys)
     per_seed: dict[int | None, list[Cell]] = {}
     for seed in {e.seed for e in loaded}:
         cells = KINDS[kind].derive(table, [e for e in loaded if e.seed == seed])
@@ -174,7 +175,7 @@ def config_entries(cfg: Any, table: str, results: str | Path = paths.RESULTS) ->
                 "eval": str(paths.evaluation(ex_name, seed, bm_name, results)), "student": student.name,
                 "paper_model": student.paper_model, "experiment": ex_name, "method": ex.method,
                 "label": ex.row_label, "paper_method": ex.paper_method, "seed": seed, "benchmark": bm_name,
-                "paper_dataset": bm.paper_dataset,
+                "paper_dataset": bm.paper_dataset, "train_dataset": ex.dataset,
             })
     return entries
 

@@ -21,7 +21,7 @@ from softref.names import TABLE_PROTOCOLS
 __all__ = ["Entry", "MetricRow", "VARIANTS", "check_entries", "load_entry"]
 
 REQUIRED_KEYS = ("student", "experiment", "method", "label", "benchmark")
-OPTIONAL_KEYS = ("paper_model", "paper_dataset", "paper_method", "seed", "eval", "result")
+OPTIONAL_KEYS = ("paper_model", "paper_dataset", "paper_method", "seed", "train_dataset", "eval", "result")
 _METRIC_KEYS = ("dataset", "direction", "metric", "value", "variant")
 #: Variants of one evaluation's numbers: the plain ranking and the reference-refined one.
 VARIANTS = ("", "refined")
@@ -57,6 +57,7 @@ class Entry:
     result: Mapping[str, Any]
     metrics: tuple[MetricRow, ...]
     source: str
+    train_dataset: str | None = None
 
     @property
     def dataset(self) -> str:
@@ -160,7 +161,7 @@ def _check_keys(where: str, row: Any) -> None:
             f"{where}: expected string keys {list(REQUIRED_KEYS)} (+ optional {list(OPTIONAL_KEYS)}); "
             f"missing or empty {missing}, unknown {unknown}"
         )
-    for key in ("paper_model", "paper_dataset", "paper_method"):
+    for key in ("paper_model", "paper_dataset", "paper_method", "train_dataset"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise ValueError(f"{where}: {key!r} expected a string or None, found {row[key]!r}")
     seed = row.get("seed")
@@ -195,15 +196,17 @@ def load_entry(kind: str, index: int, row: Mapping[str, Any]) -> Entry:
         benchmark=row["benchmark"], paper_model=row.get("paper_model") or None,
         paper_dataset=row.get("paper_dataset") or None, paper_method=row.get("paper_method") or None,
         seed=row.get("seed"), protocol=protocol, result=result, metrics=metrics, source=source,
+        train_dataset=row.get("train_dataset") or None,
     )
 
 
-def check_entries(table: str, entries: Sequence[Entry]) -> None:
-    """One result per (experiment, benchmark, seed); one row per (student, label) and benchmark;
-    an experiment's row facts (student, method, label, paper roles) the same in every entry."""
+def check_entries(table: str, entries: Sequence[Entry], row_keys: Sequence[str] = ("student", "label")) -> None:
+    """One result per (experiment, benchmark, seed); one row per ``row_keys`` (the kind's: student
+    and label, plus the training dataset for the cross-domain kind) and benchmark; an experiment's
+    row facts (student, method, label, paper roles, training dataset) the same in every entry."""
     seen: dict[tuple[str, str, int | None], str] = {}
     experiments: dict[str, Entry] = {}
-    rows: dict[tuple[str, str, str], str] = {}
+    rows: dict[tuple[Any, ...], str] = {}
     for e in entries:
         key = (e.experiment, e.benchmark, e.seed)
         if key in seen:
@@ -213,7 +216,7 @@ def check_entries(table: str, entries: Sequence[Entry]) -> None:
             )
         seen[key] = e.source
         first = experiments.setdefault(e.experiment, e)
-        for attr in ("student", "method", "label", "paper_model", "paper_method"):
+        for attr in ("student", "method", "label", "paper_model", "paper_method", "train_dataset"):
             if getattr(first, attr) != getattr(e, attr):
                 raise ValueError(
                     f"{table}: experiment {e.experiment!r}: {attr} expected {getattr(first, attr)!r} "
@@ -221,9 +224,10 @@ def check_entries(table: str, entries: Sequence[Entry]) -> None:
                 )
         # One row may gather experiments trained per dataset (pairing: dataset), but never two
         # results for the same cells.
-        other = rows.setdefault((e.student, e.label, e.benchmark), e.experiment)
+        other = rows.setdefault(tuple(getattr(e, k) for k in row_keys) + (e.benchmark,), e.experiment)
         if other != e.experiment:
+            row = ", ".join(f"{k} {getattr(e, k)!r}" for k in row_keys)
             raise ValueError(
-                f"{table}: experiments {other!r} and {e.experiment!r} both give the row student {e.student!r}, "
-                f"label {e.label!r} on benchmark {e.benchmark!r}; give them distinct labels"
+                f"{table}: experiments {other!r} and {e.experiment!r} both give the row {row} on benchmark "
+                f"{e.benchmark!r}; give them distinct labels"
             )

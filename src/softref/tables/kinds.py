@@ -19,7 +19,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from softref.names import TABLE_KINDS
@@ -32,7 +32,7 @@ from softref.tables.paper import (
     resource_setting,
 )
 
-__all__ = ["AP_METRIC", "Cell", "KINDS", "Kind"]
+__all__ = ["AP_METRIC", "Cell", "KINDS", "Kind", "cross_domain_label"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ _CUSA_METHODS = ("base", "csa", "usa", "cusa")
 _ECCV_CELLS = tuple((d, m) for d in ("i2t", "t2i") for m in ("mAP@R", "R-P", "R@1"))
 _RETRIEVAL_CELLS = tuple((d, f"R@{k}") for d in ("i2t", "t2i") for k in (1, 5, 10)) + (("both", "RSUM"),)
 _PERSON_CELLS = tuple(("t2i", m) for m in ("R@1", "R@5", "R@10", "mAP", "mINP"))
+# Domain-generalization tables of the person line (IRRA, RDE, ...): R@1, mAP and mINP per test set.
+_CROSS_DOMAIN_CELLS = tuple(("t2i", m) for m in ("R@1", "mAP", "mINP"))
 _IMAGE_RETRIEVAL_SUMMARY = "image-retrieval"
 # Table 5's columns, in the paper's order; the names are the paper CSV's.
 _ABLATION_CELLS = (("both", "RSUM"), ("both", "avg"), ("i2i", "avg R@1"), ("t2t", "avg spearman"))
@@ -291,6 +293,30 @@ def _person_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
     return cells
 
 
+def cross_domain_label(train_dataset: str, label: str) -> str:
+    """The row name of a cross-domain table: the training dataset first, then the experiment's label."""
+    return f"train {train_dataset}: {label}"
+
+
+def _cross_domain_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
+    """Person models on the test splits of every listed dataset: one row per (training dataset,
+    experiment label, variant), one column group per test dataset. No published numbers: none shown."""
+    cells = []
+    for e in entries:
+        if not e.train_dataset:
+            raise ValueError(
+                f"{table}: {e.source}: a 'cross-domain' table names each row by the dataset its model trained on; "
+                f"entry of experiment {e.experiment!r} has no train_dataset"
+            )
+        label = cross_domain_label(e.train_dataset, e.label)
+        for variant in e.variants():
+            for direction, metric in _CROSS_DOMAIN_CELLS:
+                r = e.one(direction, metric, variant)
+                # The evaluation's own cell (its bootstrap interval kept), named by the training dataset.
+                cells.append(replace(_cell(e, variant, r.dataset, direction, metric, r.value, None, row=r), label=label))
+    return cells
+
+
 def _zero_shot_cells(table: str, entries: Sequence[Entry]) -> list[Cell]:
     cells = []
     for e in entries:
@@ -356,8 +382,11 @@ class Kind:
         units: the Markdown's last line: what the numbers are.
         direction_in_header: column headers name the direction (i2t / t2i) besides the metric.
         variant_columns: refined numbers as extra columns of the same row (else as extra rows).
-        paper: "cusa" (the CUSA paper's values) or "person" (published person-retrieval numbers).
+        paper: "cusa" (the CUSA paper's values), "person" (published person-retrieval numbers),
+            "resources" (the appendix's Table 13) or "none" (no published numbers for this layout).
         column_group: (direction, metric) -> the group a column sorts in first (the ablation's order).
+        row_keys: the entry facts that name a row (two experiments giving one row on one benchmark
+            are refused): student and label; the cross-domain kind adds the training dataset.
     """
 
     derive: Callable[[str, Sequence[Entry]], list[Cell]]
@@ -367,6 +396,7 @@ class Kind:
     paper: str = "cusa"
     column_group: Callable[[str, str], int] = lambda direction, metric: 0
     directions: tuple[str, ...] = ("i2t", "t2i", "i2i", "t2t", "both")
+    row_keys: tuple[str, ...] = ("student", "label")
 
 
 _PERSON_UNITS = ("Text-to-image person retrieval: R@1/5/10 (CMC), mAP and mINP in percent; '+ refinement' = re-ranked "
@@ -392,6 +422,11 @@ KINDS: dict[str, Kind] = {
                       "excluded), mean over epochs; host memory: peak resident memory of the training process and its "
                       "data-loader workers; GPU memory: peak CUDA memory allocated (CUDA runs only).",
                       paper="resources", column_group=lambda d, m: _RESOURCE_ORDER.index(m)),
+    "cross-domain": Kind(_cross_domain_cells, "Cross-domain text-to-image person retrieval: each row is a model trained "
+                         "on the dataset it names, each column group the test split of a dataset (the row's own "
+                         "dataset is in-domain, the others cross-domain); R@1 (CMC), mAP and mINP in percent; "
+                         "'+ refinement' = re-ranked with the training set's references.", paper="none",
+                         row_keys=("student", "label", "train_dataset")),
 }
 
 if tuple(KINDS) != TABLE_KINDS:  # the registry and softref.names list the same kinds, in one order

@@ -207,6 +207,8 @@ def _machines(entries: Sequence[Entry]) -> str:
 
 
 def _paper_note(kind: str, entries: Sequence[Entry], cells: Sequence[Cell]) -> str:
+    if KINDS[kind].paper == "none":
+        return "No published numbers are packaged for this layout: none shown."
     if KINDS[kind].paper == "resources":
         note = _machines(entries)
         if any(c.paper is not None for c in cells):

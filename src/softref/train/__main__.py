@@ -6,6 +6,8 @@
 It reads the artifacts the DAG made (``results/data/{dataset}/*.parquet`` and the teachers'
 ``results/features/{dataset}/{teacher}/*.h5``) and writes ``results/runs/{experiment}/seed-{seed}/`` as the
 ``train`` rule does, so a Snakemake run afterwards finds the checkpoint and goes on from there.
+With ``--retrain`` it does what the ``retrain`` rule does: train again on train + val for the
+epochs the experiment's finished run selected, into ``results/runs/{experiment}/trainval/``.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results", help="the DAG's results folder (default: results)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="retrain on train + val for the epochs the finished run selected (rule retrain)")
     args = parser.parse_args(argv)
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
 
     from softref.train.inputs import run_inputs
-    from softref.train.trainer import train
+    from softref.train.trainer import retrain, train
 
     try:
         cfg = read_config(args.config)
@@ -41,10 +45,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{args.config}: no experiment {args.experiment!r}; defined: {sorted(cfg.experiments)}")
         seed = cfg.experiments[args.experiment].run_seeds[0] if args.seed is None else args.seed
         ex = cfg.experiments[args.experiment].with_seed(seed)
-        paths = run_inputs(cfg, args.experiment, seed, Path(args.results))
-        result = train(
+        paths = run_inputs(cfg, args.experiment, seed, Path(args.results), retrain=args.retrain)
+        # A retrain takes the selection run's checkpoint first, then what train takes.
+        run, first = (retrain, (paths.selection,)) if args.retrain else (train, ())
+        result = run(
             ex,
             cfg.students[ex.student],
+            *first,
             paths.dataset_root,
             paths.images_manifest,
             paths.texts_manifest,

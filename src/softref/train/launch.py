@@ -37,23 +37,25 @@ def package_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def torchrun_command(config: Path, experiment: str, processes: int, *, seed: int | None = None,
-                     results: Path = Path("results"), python: str | None = None) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N -m softref.train ...`` as a list."""
+                     results: Path = Path("results"), python: str | None = None, retrain: bool = False) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N -m softref.train ...`` as a list
+    (``--retrain`` appended for the retrain on train + val)."""
     if processes < 2:
         raise ValueError(f"torchrun_command: expected 2 or more processes, found {processes}")
     return [
         python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
         "-m", "softref.train", "--config", str(config), "--experiment", experiment, "--results", str(results),
-    ] + ([] if seed is None else ["--seed", str(seed)])
+    ] + ([] if seed is None else ["--seed", str(seed)]) + (["--retrain"] if retrain else [])
 
 
 def launch_torchrun(config: Path, experiment: str, processes: int, *, seed: int | None = None,
-                    results: Path = Path("results"), python: str | None = None) -> None:
+                    results: Path = Path("results"), python: str | None = None, retrain: bool = False) -> None:
     """Run the experiment's training on ``processes`` processes and wait; an error if any fails.
 
     Their output goes to this process's stderr (the rule's log).
     """
-    command = torchrun_command(config, experiment, processes, seed=seed, results=results, python=python)
+    command = torchrun_command(config, experiment, processes, seed=seed, results=results, python=python,
+                               retrain=retrain)
     logger.info("running: %s", " ".join(command))
     sys.stderr.flush()
     done = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr, env=package_environment(), check=False)

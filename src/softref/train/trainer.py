@@ -18,6 +18,15 @@ model and method, optimizer and schedule, resume, loop. It writes, in ``out_dir`
     so that a rerun of a finished run (e.g. after Snakemake removed its outputs) republishes
     ``checkpoint.pt`` without training again.
 
+:func:`retrain` trains an experiment again on train + val for the number of epochs its
+selection run chose (Reed et al.'s CUB / Flowers: published numbers train on every trainval
+class); with nothing left to select on, it publishes the last epoch.
+
+The student is built at the student block's ``image_size`` with the experiment's temperature
+choice (:func:`softref.models.student.student_options`, which evaluation reads back from the
+checkpoint); with ``augment: reid`` the training images, and only they, go through
+:mod:`softref.train.augment`.
+
 Batch size: ``ExperimentConfig.batch_size`` is the global batch. Under torchrun each of the N
 processes takes B/N pairs of every batch; with ``gather=True`` the losses see the whole batch
 (see :mod:`softref.train.distributed`), with ``gather=False`` each process computes its
@@ -27,6 +36,7 @@ losses on its own B/N pairs (the public CUSA code's way: 4 GPUs x 128).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -38,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -55,7 +66,9 @@ from softref.checkpoints import (
 from softref.config import TRAINING_IGNORES, ExperimentConfig, StudentConfig
 from softref.evaluate.retrieval import KS, encode_split, image_text_metrics, split_items
 from softref.files import copy_atomic, file_sha256, write_text_atomic
+from softref.names import RETRAIN_SPLITS
 from softref.runtime import gpu_memory_peak_mb, host_memory_peak_mb, progress_disabled, reset_gpu_memory_peak
+from softref.train.augment import AugmentedPairs, EpochTaggedBatches, augmentation
 from softref.train.data import TrainPairs, load_pairs, make_loader
 from softref.train.distributed import (
     DistributedContext,
@@ -78,6 +91,8 @@ __all__ = [
     "NonFiniteLossError",
     "TrainResult",
     "train",
+    "retrain",
+    "selected_epoch",
     "parameter_groups",
     "cosine_schedule",
     "seed_everything",
@@ -233,6 +248,8 @@ class _Run:
     dataset_root: Path
     loader: Any
     max_steps: int | None
+    augmented: AugmentedPairs | None = None
+    select: bool = True
     state: dict[str, Any] = field(
         default_factory=lambda: {"epoch": 0, "step": 0, "best_val_rsum": -math.inf, "best_epoch": 0, "log": []}
     )
@@ -264,9 +281,20 @@ def _check_experiment(cfg: ExperimentConfig, ctx: DistributedContext) -> None:
         logger.warning("%s (CPU run: going on)", message)
 
 
+def _training_pairs(images_manifest: Path, texts_manifest: Path, splits: Sequence[str]) -> pd.DataFrame:
+    """The pairs of ``splits`` together, as :func:`load_pairs` gives one split's (text_id order,
+    ``image_index`` numbering the distinct images in image_id order)."""
+    if len(splits) == 1:
+        return load_pairs(images_manifest, texts_manifest, splits[0])
+    frames = [load_pairs(images_manifest, texts_manifest, split) for split in splits]
+    pairs = pd.concat(frames).sort_values("text_id", kind="stable").reset_index(drop=True)
+    pairs["image_index"] = pd.factorize(pairs["image_id"], sort=True)[0].astype(np.int64)
+    return pairs
+
+
 def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentConfig, inputs: Mapping[str, Any],
            max_steps: int | None) -> _Run:
-    from softref.models.student import Student
+    from softref.models.student import Student, student_options
 
     family_module = family(cfg.method)  # an unknown method fails here, before any file is read
     _check_experiment(cfg, ctx)
@@ -277,11 +305,13 @@ def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentC
     # ============ data ... ============
     images_manifest, texts_manifest = Path(inputs["images_manifest"]), Path(inputs["texts_manifest"])
     images_sha, texts_sha = file_sha256(images_manifest), file_sha256(texts_manifest)
-    pairs = load_pairs(images_manifest, texts_manifest, "train")
-    val_items = split_items(images_manifest, texts_manifest, "val")
+    splits, select = tuple(inputs["splits"]), bool(inputs["select"])
+    pairs = _training_pairs(images_manifest, texts_manifest, splits)
+    val_items = split_items(images_manifest, texts_manifest, "val") if select else None
 
     # ============ model and method ... ============
-    student = Student(student_cfg.architecture, student_cfg.pretrained, pre_caption=cfg.student_pre_caption).to(ctx.device)
+    options = student_options(plain_config(student_cfg), plain_config(cfg))
+    student = Student(student_cfg.architecture, student_cfg.pretrained, **options).to(ctx.device)
     dataset = TrainPairs(pairs, Path(inputs["dataset_root"]), student.transform)
     method = family_module.prepare(RunSetup(
         cfg=cfg, student=student, pairs=pairs, dataset=dataset, ctx=ctx,
@@ -289,8 +319,16 @@ def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentC
         references=inputs["references"], neighbours=inputs["neighbours"], images_sha=images_sha, texts_sha=texts_sha,
         teachers=inputs["teachers"],
     ))
-    logger.info("data: %d train pairs (%d images), val %d images / %d captions", len(pairs),
-                pairs["image_id"].nunique(), val_items.num_images, val_items.num_texts)
+    # The student's augmentation wraps what the loader reads (the pairs, or the method's items);
+    # its epoch rides on the sampler's indices, since the persistent workers never see set_epoch.
+    items, sampler = method.dataset or dataset, method.sampler
+    augment = augmentation(cfg.augment, student.preprocess_cfg)
+    augmented = None if augment is None else AugmentedPairs(items, augment, cfg.seed)
+    if augmented is not None:
+        sampler = EpochTaggedBatches(sampler, augmented)
+    logger.info("data: %d pairs of %s (%d images), %s; augment %s", len(pairs), "+".join(splits),
+                pairs["image_id"].nunique(), f"val {val_items.num_images} images / {val_items.num_texts} captions"
+                if select else "no selection (the last epoch is published)", cfg.augment)
 
     # ============ optimizer and schedule ... ============
     groups = parameter_groups(student, cfg.weight_decay)
@@ -303,13 +341,16 @@ def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentC
         "inputs": {"images_manifest_sha256": images_sha, "texts_manifest_sha256": texts_sha,
                    "image_teacher": None, "text_teacher": None, "references": None, **method.facts},
     }
+    if splits != ("train",) or not select:
+        # Only a retrain records this, so runs trained before the key existed still resume.
+        run_config["inputs"]["training"] = {"splits": list(splits), "select": select}
     return _Run(
         cfg=cfg, ctx=ctx, out_dir=out_dir, student=student, method=method,
         optimizer=torch.optim.AdamW(groups, lr=cfg.lr), lr_schedule=cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs),
         run_config=run_config, val_items=val_items, dataset_root=Path(inputs["dataset_root"]),
-        loader=make_loader(method.dataset or dataset, method.sampler, method.collator, num_workers=cfg.num_workers,
+        loader=make_loader(augmented or items, sampler, method.collator, num_workers=cfg.num_workers,
                            pin_memory=ctx.device.type == "cuda"),
-        max_steps=max_steps,
+        max_steps=max_steps, augmented=augmented, select=select,
     )
 
 
@@ -391,6 +432,8 @@ def _train_epoch(run: _Run, epoch: int, step: int) -> tuple[int, dict[str, Any] 
     for group in run.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     run.method.sampler.set_epoch(epoch)
+    if run.augmented is not None:
+        run.augmented.set_epoch(epoch)
     for module in modules:
         module.train()
     sums, used, num_batches = np.zeros(len(LOSS_TERMS)), (), 0
@@ -454,23 +497,26 @@ def _machine(run: _Run) -> dict[str, Any]:
 def _save_epoch(run: _Run, epoch: int, step: int, row: dict[str, Any]) -> None:
     """Rank 0: validate, keep the best model, write the resume state and the log."""
     state, start = run.state, row.pop("_start")
-    row.update(_validate(run, epoch))
+    row.update(_validate(run, epoch) if run.select else dict.fromkeys(VAL_COLUMNS))
     row["seconds"] = time.perf_counter() - start
     state["log"] = list(state["log"]) + [row]
     common = {"model": run.student.state_dict(), "config": run.run_config, "epoch": epoch, "step": step,
               "softref_version": __version__, "machine": _machine(run), **run.modules_state(), **run.method.record}
-    if row["val_rsum"] > state["best_val_rsum"]:
-        state["best_val_rsum"], state["best_epoch"] = float(row["val_rsum"]), epoch
+    if not run.select or row["val_rsum"] > state["best_val_rsum"]:
+        # Without selection (a retrain on train + val) every epoch is "best": the last one is published.
+        state["best_val_rsum"] = float(row["val_rsum"]) if run.select else state["best_val_rsum"]
+        state["best_epoch"] = epoch
         save_checkpoint({**common, "val": {k: row[k] for k in VAL_COLUMNS}}, run.path(BEST))
     state["epoch"], state["step"] = epoch, step
     save_checkpoint({**common, "optimizer": run.optimizer.state_dict(), "rng": capture_rng_state(),
                      "best_val_rsum": state["best_val_rsum"], "best_epoch": state["best_epoch"], "log": state["log"]},
                     run.path(LAST))
     _write_log(state["log"], run.path(LOG))
-    logger.info("epoch %d/%d step %d lr %.3g: loss %.4f, val RSUM %.2f (best %.2f at epoch %d), %.1fs "
-                "(waiting for data %.1fs, teacher fetch %.1fs)", epoch, run.cfg.epochs, step, row["lr"],
-                row["loss_total"], row["val_rsum"], state["best_val_rsum"], state["best_epoch"], row["seconds"],
-                row["wait_seconds"], row["fetch_seconds"])
+    val = (f"val RSUM {row['val_rsum']:.2f} (best {state['best_val_rsum']:.2f} at epoch {state['best_epoch']})"
+           if run.select else "no validation")
+    logger.info("epoch %d/%d step %d lr %.3g: loss %.4f, %s, %.1fs (waiting for data %.1fs, teacher fetch %.1fs)",
+                epoch, run.cfg.epochs, step, row["lr"], row["loss_total"], val, row["seconds"], row["wait_seconds"],
+                row["fetch_seconds"])
 
 
 def _loop(run: _Run) -> tuple[bool, int]:
@@ -502,7 +548,10 @@ def _finalize(run: _Run) -> None:
     copy_atomic(best_path, ckpt_path)
     if not log_path.exists():
         _write_log(state["log"], log_path)
-    logger.info("selected epoch %d (val RSUM %.2f): %s", state["best_epoch"], state["best_val_rsum"], ckpt_path)
+    if run.select:
+        logger.info("selected epoch %d (val RSUM %.2f): %s", state["best_epoch"], state["best_val_rsum"], ckpt_path)
+    else:
+        logger.info("published the last epoch %d (no selection): %s", state["best_epoch"], ckpt_path)
 
 
 def _deterministic_on_cpu(device: torch.device) -> Any:
@@ -532,6 +581,7 @@ def train(
     references: Path | None = None,
     neighbours: Path | None = None,
     teachers: Mapping[str, Any] | None = None,
+    splits: Sequence[str] = ("train",), select: bool = True,
 ) -> TrainResult:
     """Train one experiment's student; write checkpoint.pt, train_log.csv and last.pt in ``out_dir``.
 
@@ -543,8 +593,7 @@ def train(
         image_shards, text_shards: the teachers' feature shards (``images-*.h5`` of the image
             teacher, ``texts-*.h5`` of the text teacher); required for csa/usa/cusa, not read
             for base. Their ``manifest_sha256`` must be the sha256 of the manifests given.
-        out_dir: the run folder.
-        device: None picks ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+        out_dir: the run folder. device: None picks ``cuda:LOCAL_RANK`` if CUDA is available, else the CPU.
         max_steps: stop (as if interrupted) once this many optimizer steps have run in total;
             the epoch in progress is dropped, last.pt keeps the last complete epoch.
         references, neighbours: MMRef only: the teacher references of the experiment's two
@@ -552,6 +601,8 @@ def train(
             neighbour identities together or the soft targets are on.
         teachers: the config's teacher specs by name (:class:`softref.config.TeacherSpec`); a CUSA
             run whose ``teacher_features`` compute a modality online loads that teacher from them.
+        splits, select: the manifest splits trained on; whether to select the epoch of best val
+            RSUM (False: validate nothing, publish the last epoch; :func:`retrain` uses both).
 
     Returns:
         :class:`TrainResult`.
@@ -561,9 +612,8 @@ def train(
         CheckpointError: a finished run whose selected model is missing, or an unreadable state.
         FileNotFoundError / ValueError: a missing manifest, shard or teacher.
 
-    A ``last.pt`` written by another configuration (or from other inputs) is never resumed:
-    it and the run's other files move to ``out_dir/superseded/<UTC time>/`` and training
-    starts over.
+    A ``last.pt`` written by another configuration (or from other inputs) is never resumed: it
+    and the run's other files move to ``out_dir/superseded/<UTC time>/``; training starts over.
     """
     ctx = init_distributed(device)
     inputs = {
@@ -571,6 +621,7 @@ def train(
         "image_shards": [Path(p) for p in image_shards], "text_shards": [Path(p) for p in text_shards],
         "out_dir": out_dir, "references": None if references is None else Path(references),
         "neighbours": None if neighbours is None else Path(neighbours), "teachers": dict(teachers or {}),
+        "splits": tuple(splits), "select": select,
     }
     run = None
     restore = _deterministic_on_cpu(ctx.device)
@@ -595,3 +646,43 @@ def train(
             run.method.close()
         restore()
         cleanup_distributed(ctx)
+
+
+def selected_epoch(checkpoint: Path, experiment: str | None = None) -> int:
+    """The epoch a finished run selected on val: the ``epoch`` its ``checkpoint.pt`` (the best model)
+    was saved at. With ``experiment``, the checkpoint must have been trained for that experiment."""
+    ckpt = load_checkpoint(Path(checkpoint), map_location="cpu", required=("epoch", "config"))
+    trained_for = (ckpt["config"].get("experiment") or {}).get("name") if isinstance(ckpt["config"], dict) else None
+    if experiment is not None and trained_for != experiment:
+        raise CheckpointError(f"{checkpoint}: trained for experiment {trained_for!r}, expected {experiment!r}")
+    epoch = ckpt["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise CheckpointError(f"{checkpoint}: key 'epoch': expected the selected epoch (>= 1), found {epoch!r}")
+    return epoch
+
+
+def retrain(
+    cfg: ExperimentConfig,
+    student_cfg: StudentConfig,
+    selection_checkpoint: Path,
+    dataset_root: Path,
+    images_manifest: Path,
+    texts_manifest: Path,
+    image_shards: Sequence[Path],
+    text_shards: Sequence[Path],
+    out_dir: Path,
+    **kwargs: Any,
+) -> TrainResult:
+    """Train ``cfg`` again, from scratch, on train + val for the epochs its selection run chose.
+
+    The selection run (``selection_checkpoint``, the experiment's ``checkpoint.pt``) picked its
+    epoch E on val; this run trains the same experiment with ``epochs: E`` (its own cosine schedule
+    over E epochs) on the pairs of :data:`softref.names.RETRAIN_SPLITS` and publishes the last epoch
+    in ``out_dir`` (no val is left to select on). ``kwargs`` go to :func:`train` (``references`` and
+    ``neighbours`` must then cover the train + val identities, ``device``, ``max_steps``).
+    """
+    epochs = selected_epoch(selection_checkpoint, cfg.name)
+    logger.info("%s: retraining on %s for the %d epoch(s) selected by %s", cfg.name, "+".join(RETRAIN_SPLITS), epochs,
+                selection_checkpoint)
+    return train(dataclasses.replace(cfg, epochs=epochs), student_cfg, dataset_root, images_manifest, texts_manifest,
+                 image_shards, text_shards, out_dir, splits=RETRAIN_SPLITS, select=False, **kwargs)
