@@ -366,3 +366,32 @@ def test_refinement_and_neighbours_figures(demo: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no image of split 'test'"):
         plot_neighbours(neighbours, images, demo["raw"]["person_root"], split="test", title="refs",
                         out=tmp_path / "n2.png", dpi=DPI)
+
+
+# ---------------------------------------------------------------------------------------------
+# softref inspect --plot
+# ---------------------------------------------------------------------------------------------
+
+
+def test_inspect_plot_draws_a_shard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from softref.cli import main
+    from softref.features import ShardWriter
+
+    ids = [f"im{i:03d}" for i in range(300)]
+    feats = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    attrs = {"teacher": "toy", "weights_sha256": "a" * 64, "preprocess": "none", "normalized": False,
+             "manifest_sha256": "b" * 64, "shard": 0, "num_shards": 1, "modality": "images"}
+    shard = tmp_path / "images-0.h5"
+    with ShardWriter(shard, num_rows=len(ids), dim=16, attrs=attrs) as w:
+        w.write(0, ids, feats)
+    out = tmp_path / "plots" / "shard.png"
+    assert main(["inspect", str(shard), "--plot", str(out), "--dpi", str(DPI)]) == 0
+    assert f"plot: {out}" in capsys.readouterr().out
+    assert_png(out, 3.2)
+    first = out.read_bytes()
+    assert main(["inspect", str(shard), "--plot", str(out), "--dpi", str(DPI)]) == 0
+    assert out.read_bytes() == first
+    manifest = tmp_path / "images.parquet"
+    pd.DataFrame({"image_id": ["a"], "path": ["a.png"], "identity": ["1"], "split": ["test"]}).to_parquet(manifest)
+    assert main(["inspect", str(manifest), "--plot", str(tmp_path / "x.png")]) == 2
+    assert "--plot draws feature shards" in capsys.readouterr().err
