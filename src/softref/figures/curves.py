@@ -16,8 +16,11 @@ import pandas as pd
 
 from softref.figures.style import colour, figure, save
 
-__all__ = ["loss_columns", "plot_run_curves", "plot_table_curves", "read_train_log", "selected_epoch",
-           "temperature_columns"]
+__all__ = ["RUN_HEIGHT", "TABLE_HEIGHT", "loss_columns", "plot_run_curves", "plot_table_curves", "read_train_log",
+           "selected_epoch", "temperature_columns"]
+
+#: Heights (inches) of an experiment's and of a table's curves.
+RUN_HEIGHT, TABLE_HEIGHT = 2.6, 2.8
 
 _REQUIRED = ("epoch", "loss_total", "val_rsum")
 
@@ -78,7 +81,7 @@ def plot_run_curves(logs: Mapping[int, pd.DataFrame], *, title: str, out: Path, 
     if not logs:
         raise ValueError(f"{out}: no train log to draw")
     first = next(iter(logs.values()))
-    with figure(2.6, 1, 3) as (fig, axes):
+    with figure(RUN_HEIGHT, 1, 3) as (fig, axes):
         loss_ax, tau_ax, val_ax = axes[0]
         for i, column in enumerate(loss_columns(first)):
             _draw(loss_ax, logs, column, colour(i), column.removeprefix("loss_"))
@@ -105,7 +108,7 @@ def plot_table_curves(runs: Sequence[tuple[str, Mapping[int, pd.DataFrame]]], *,
     each (``runs``: (row label, seed -> train log) in the table's order)."""
     if not runs:
         raise ValueError(f"{out}: no experiment to draw")
-    with figure(2.8, 1, 2) as (fig, axes):
+    with figure(TABLE_HEIGHT, 1, 2) as (fig, axes):
         loss_ax, val_ax = axes[0]
         for i, (label, logs) in enumerate(runs):
             _draw(loss_ax, logs, "loss_total", colour(i), label)

@@ -29,10 +29,18 @@ from softref.figures.items import Items, ranks_of_first, thumbnail
 from softref.figures.style import HIT, MISS, figure, image_panel, save
 
 
-__all__ = ["GALLERY", "anchor_identities", "plot_neighbours", "plot_refinement", "refined_query"]
+__all__ = ["GALLERY", "REFINEMENT_HEIGHT", "anchor_identities", "neighbours_height", "plot_neighbours",
+           "plot_refinement", "refined_query"]
 
 #: Gallery items shown per ranking.
 GALLERY = 10
+#: Height (inches) of the refinement figure.
+REFINEMENT_HEIGHT = 3.9
+
+
+def neighbours_height(rows: int) -> float:
+    """Height (inches) of a neighbours figure with ``rows`` identities."""
+    return 0.6 + 1.55 * rows
 
 
 def refined_query(scores: np.ndarray, refined: np.ndarray, relevant: np.ndarray) -> tuple[int, int, int]:
@@ -63,7 +71,7 @@ def plot_refinement(items: Items, emb: Embeddings, refine: Mapping[str, Any], *,
                                                                                       dtype=object)[None, :]
     row, before, after = refined_query(scores, refined, relevant)
     shown = min(GALLERY, scores.shape[1])
-    with figure(3.9, 2, shown) as (fig, axes):
+    with figure(REFINEMENT_HEIGHT, 2, shown) as (fig, axes):
         for r, (name, matrix) in enumerate((("initial ranking", scores), ("after refinement", refined))):
             order = np.argsort(-matrix[row], kind="stable")[:shown]
             for k, image in enumerate(order):
@@ -94,7 +102,7 @@ def plot_neighbours(neighbours: pd.DataFrame, images: pd.DataFrame, root: Path, 
     first = _first_images(images, split)
     chosen = anchor_identities(list(neighbours["identity"].unique()), anchors)
     k = min(k, int(neighbours["rank"].max()))
-    with figure(0.6 + 1.55 * len(chosen), len(chosen), k + 1) as (fig, axes):
+    with figure(neighbours_height(len(chosen)), len(chosen), k + 1) as (fig, axes):
         for r, identity in enumerate(chosen):
             rows = neighbours[neighbours["identity"] == identity].sort_values("rank").head(k)
             cells = [(identity, "identity " + identity)]

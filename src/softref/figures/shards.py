@@ -15,7 +15,10 @@ import numpy as np
 
 from softref.figures.style import figure, save
 
-__all__ = ["HEATMAP_ROWS", "NORM_ROWS", "plot_shard"]
+__all__ = ["HEATMAP_ROWS", "HEIGHT", "NORM_ROWS", "plot_shard"]
+
+#: Height (inches) of the figure.
+HEIGHT = 3.2
 
 #: Rows read for the norm histogram and for the heat map, evenly spaced over the shard.
 NORM_ROWS = 2048
@@ -46,7 +49,7 @@ def plot_shard(path: Path, out: Path, *, dpi: int = 150) -> Path:
     finite = np.isfinite(sample).all(axis=1)
     norms = np.linalg.norm(sample[finite], axis=1)
     unit = heat / np.linalg.norm(heat, axis=1, keepdims=True).clip(min=1e-12)
-    with figure(3.2, 1, 2, gridspec_kw={"width_ratios": [1, 1.15]}) as (fig, axes):
+    with figure(HEIGHT, 1, 2, gridspec_kw={"width_ratios": [1, 1.15]}) as (fig, axes):
         hist, cos = axes[0]
         hist.hist(norms, bins=40, color="0.35")
         hist.set(title=f"row L2 norms ({len(norms)} of {n} rows; {int((~finite).sum())} non-finite)",

@@ -21,7 +21,10 @@ import numpy as np
 from softref.figures.items import Items
 from softref.figures.style import colour, figure, save
 
-__all__ = ["NEIGHBOURS", "identity_agreement", "plot_tsne", "tsne_2d", "tsne_rows"]
+__all__ = ["HEIGHT", "NEIGHBOURS", "identity_agreement", "plot_tsne", "tsne_2d", "tsne_rows"]
+
+#: Height (inches) of the figure.
+HEIGHT = 3.9
 
 #: Neighbours per item of the panels' identity-agreement number.
 NEIGHBOURS = 5
@@ -71,7 +74,7 @@ def plot_tsne(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], image_labels
     names = sorted(set(image_labels) | set(text_labels))
     shade = {name: colour(i) for i, name in enumerate(names)}
     labels = list(image_labels) + list(text_labels)
-    with figure(3.9, 1, len(panels)) as (fig, axes):
+    with figure(HEIGHT, 1, len(panels)) as (fig, axes):
         for ax, (name, image, text) in zip(axes[0], panels):
             points = np.concatenate([image, text])
             xy = tsne_2d(points, seed)
