@@ -95,7 +95,7 @@ def _queries_part(subfig, items: Items, models: tuple[Model, Model], relevance: 
     for r, q in enumerate(queries):
         ax = subfig.add_subplot(grid[r, 0])
         ax.axis("off")
-        ranks = f"first relevant at rank {q.baseline_rank} -> {q.other_rank}"
+        ranks = f"first relevant image at rank {q.baseline_rank} \u2192 {q.other_rank}"
         ax.text(0, 1, textwrap.fill(items.captions[q.row], 40) + f"\n({ranks})", va="top", fontsize=6.3,
                 transform=ax.transAxes)
         for side, (model, start) in enumerate(zip(models, (1, 5))):

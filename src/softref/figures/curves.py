@@ -58,6 +58,9 @@ def selected_epoch(log: pd.DataFrame) -> int:
 
 def _draw(ax, logs: Mapping[int, pd.DataFrame], column: str, colour_: str, label: str) -> None:
     """One column over epochs: a line per seed (thin when there are several) and their mean."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     frames = [log[["epoch", column]].dropna() for log in logs.values()]
     if len(frames) == 1:
         ax.plot(frames[0]["epoch"], frames[0][column], color=colour_, lw=1.2, label=label)
@@ -65,7 +68,7 @@ def _draw(ax, logs: Mapping[int, pd.DataFrame], column: str, colour_: str, label
     for frame in frames:
         ax.plot(frame["epoch"], frame[column], color=colour_, lw=0.5, alpha=0.45)
     mean = pd.concat(frames).groupby("epoch")[column].mean()
-    ax.plot(mean.index, mean.to_numpy(), color=colour_, lw=1.4, label=f"{label} (mean of {len(frames)} seeds)")
+    ax.plot(mean.index, mean.to_numpy(), color=colour_, lw=1.4, label=label)
 
 
 def _mark_selected(ax, logs: Mapping[int, pd.DataFrame], colour_: str = "0.3") -> None:
@@ -85,21 +88,26 @@ def plot_run_curves(logs: Mapping[int, pd.DataFrame], *, title: str, out: Path, 
         loss_ax, tau_ax, val_ax = axes[0]
         for i, column in enumerate(loss_columns(first)):
             _draw(loss_ax, logs, column, colour(i), column.removeprefix("loss_"))
-        loss_ax.set(title="loss terms (train, mean per epoch)", xlabel="epoch", ylabel="loss")
-        loss_ax.legend(frameon=False, ncols=2)
+        loss_ax.set(title="loss terms (train)", xlabel="epoch", ylabel="mean loss of the epoch")
+        loss_ax.legend(frameon=False, fontsize=6)
         taus = temperature_columns(first)
         for i, column in enumerate(taus):
             _draw(tau_ax, logs, column, colour(i), column)
         tau_ax.set(title="temperatures", xlabel="epoch")
         if taus:
-            tau_ax.legend(frameon=False)
+            tau_ax.legend(frameon=False, fontsize=6)
         else:
             tau_ax.text(0.5, 0.5, "none learned", ha="center", va="center", transform=tau_ax.transAxes)
         _draw(val_ax, logs, "val_rsum", colour(0), "val RSUM")
         _mark_selected(val_ax, logs)
-        val_ax.set(title="val RSUM (dashed: selected epoch)", xlabel="epoch", ylabel="RSUM")
-        fig.suptitle(title, fontsize=8.5)
+        val_ax.set(title="val RSUM", xlabel="epoch", ylabel="RSUM")
+        fig.suptitle(f"{title}\n{_legend_note(len(logs) > 1)}", fontsize=8)
         return save(fig, out, dpi)
+
+
+def _legend_note(several_seeds: bool) -> str:
+    seeds = "one line per seed (thin) and their mean (thick); " if several_seeds else ""
+    return f"{seeds}dashed line: the selected epoch (best val RSUM)"
 
 
 def plot_table_curves(runs: Sequence[tuple[str, Mapping[int, pd.DataFrame]]], *, title: str, out: Path,
@@ -115,9 +123,9 @@ def plot_table_curves(runs: Sequence[tuple[str, Mapping[int, pd.DataFrame]]], *,
             _draw(val_ax, logs, "val_rsum", colour(i), label)
             _mark_selected(val_ax, logs, colour(i))
         loss_ax.set(title="total training loss", xlabel="epoch", ylabel="loss")
-        val_ax.set(title="val RSUM (dashed: selected epoch)", xlabel="epoch", ylabel="RSUM")
+        val_ax.set(title="val RSUM", xlabel="epoch", ylabel="RSUM")
         handles, labels = val_ax.get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), frameon=False)
-        fig.suptitle(title, fontsize=8.5)
+        fig.suptitle(f"{title}\n{_legend_note(any(len(logs) > 1 for _, logs in runs))}", fontsize=8)
         return save(fig, out, dpi)
 

@@ -106,14 +106,15 @@ def plot_neighbours(neighbours: pd.DataFrame, images: pd.DataFrame, root: Path, 
         for r, identity in enumerate(chosen):
             rows = neighbours[neighbours["identity"] == identity].sort_values("rank").head(k)
             cells = [(identity, "identity " + identity)]
-            cells += [(n, f"#{rank} {n}\ncos {score:.3f}") for n, rank, score in
+            cells += [(n, f"rank {rank}: {n}\ncos {score:.3f}") for n, rank, score in
                       zip(rows["neighbour"], rows["rank"], rows["score"])]
             for c, (name, label) in enumerate(cells):
                 ax = axes[r, c]
                 if name not in first:
                     raise ValueError(f"{out}: identity {name!r} has no image of split {split!r} in the manifest")
                 image_panel(ax, np.asarray(_load(root, first[name])), border=HIT if c == 0 else None, title=label)
-        fig.suptitle(f"{title}: identities (framed) and their {k} nearest by the teacher references", fontsize=8.5)
+        fig.suptitle(f"{title}\nidentities (framed) and their {k} nearest identities by the teacher references",
+                     fontsize=8)
         return save(fig, out, dpi)
 
 

@@ -60,9 +60,11 @@ def _panel(ax, rows: pd.DataFrame, methods: list[str]) -> bool:
         if _finite(r["ci_low"]) and _finite(r["ci_high"]):
             err = [[max(0.0, r["value"] - r["ci_low"])], [max(0.0, r["ci_high"] - r["value"])]]
         ax.bar(i, r["value"], width=0.42, color=colour(i), yerr=err, capsize=2, error_kw={"lw": 0.8})
-        ax.text(i, r["value"], f"{r['value']:.1f}", ha="center", va="bottom", fontsize=5.5)
+        top = max(r["value"], r["ci_high"]) if err is not None else r["value"]
+        ax.text(i, top, f"{r['value']:.1f}", ha="center", va="bottom", fontsize=5.5)
         if _finite(r["paper_value"]):
             ax.bar(i + 0.42, r["paper_value"], width=0.42, color="white", edgecolor=colour(i), hatch="////", lw=0.8)
+            ax.text(i + 0.42, r["paper_value"], f"{r['paper_value']:.1f}", ha="center", va="bottom", fontsize=5.5)
             paper_drawn = True
     ax.set_xticks([])
     ax.set_xlim(-0.6, len(methods) - 0.2)

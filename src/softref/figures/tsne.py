@@ -85,6 +85,9 @@ def plot_tsne(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], image_labels
             ax.set_title(f"{name}\nsame-identity share of {NEIGHBOURS}-NN: {identity_agreement(points, labels):.2f}")
             ax.set_xticks([])
             ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+                spine.set_color("0.7")
         from matplotlib.lines import Line2D
 
         handles = [Line2D([], [], marker="o", ls="", color="0.5", markeredgecolor="black", label="image"),
