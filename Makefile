@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.softref-installed
 CORES  ?= all
 
-.PHONY: install teachers demo test lint dry-run clean-results
+.PHONY: install teachers demo report test lint dry-run clean-results
 
 install: $(STAMP) teachers
 
@@ -26,6 +26,10 @@ teachers: $(STAMP)
 # "If a run is interrupted"); profiles/default says the same for plain `snakemake` commands.
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --rerun-incomplete
+
+# The demo's figures and tables in one HTML file (runs the demo first; nothing to do when it is done).
+report: demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --report results/report.html
 
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

@@ -15,9 +15,11 @@ include: "workflow/rules/references.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
         all_tables,
         all_diagnostics,
+        all_figures,

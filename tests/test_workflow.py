@@ -4,6 +4,7 @@ feature DAG on a tiny demo config."""
 from __future__ import annotations
 
 import copy
+import os
 import re
 import subprocess
 import sys
@@ -46,11 +47,24 @@ def tiny_config(models: Path) -> dict:
     cfg["teachers"]["all-mpnet-base-v2"]["weights"] = str(models / "all-mpnet-base-v2")
     cfg["features"]["num_workers"] = 0
     cfg["references"] = {"index": {"k": 3}}  # 6 training identities
+    cfg["figures"] = {"dpi": FIGURE_DPI}  # cheap to render; the sizes scale with it
     for ex in cfg["experiments"].values():
-        ex.update(epochs=2, batch_size=8, seeds=[1])
+        ex.update(epochs=2, batch_size=8, seeds=[], seed=23)  # one run each: results/runs/{experiment}/seed-23
     # Table 1 of the tiny DAG: the paper's two rows (the demo's diagnostic rows are the demo's, not the DAG's).
     cfg["tables"]["table1"]["experiments"] = ["demo-base", "demo-cusa"]
     return cfg
+
+
+#: Resolution of the tiny DAG's figures.
+FIGURE_DPI = 50
+
+
+@pytest.fixture(scope="module")
+def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(run folder, config path) of the tiny DAG, shared by the tests of this module: the end-to-end run
+    builds it stage by stage, the report test reuses what it built (or builds it, run alone)."""
+    folder = tmp_path_factory.mktemp("tiny_dag")
+    return folder, write_config(folder / "tiny.yaml", tiny_config(REPO / "models"))
 
 
 def test_lint_reports_nothing(tmp_path, demo_teachers):
@@ -137,10 +151,10 @@ def test_bad_config_names_the_key(tmp_path, edit, expected):
 
 
 @pytest.mark.slow
-def test_dag_runs_end_to_end(tmp_path, demo_teachers):
+def test_dag_runs_end_to_end(tiny_dag, demo_teachers):
     """The real DAG on a tiny demo: manifests and every shard, then training, evaluation and Table 1;
     reruns have nothing to do."""
-    cfg = write_config(tmp_path / "tiny.yaml", tiny_config(REPO / "models"))
+    tmp_path, cfg = tiny_dag
     snakemake("features", "--cores", "2", "--directory", str(tmp_path), "--configfile", str(cfg))
 
     images = pd.read_parquet(tmp_path / "results/data/demo-coco/images.parquet")
@@ -212,3 +226,94 @@ def test_dag_runs_end_to_end(tmp_path, demo_teachers):
     assert log[["loss_id", "loss_fuse", "loss_guide", "loss_recon"]].notna().all().all()
     again = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(cfg))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _expected_heights(folder: Path, cfg, path: str) -> set[float]:
+    """The heights (inches) softref.figures documents for the figure at ``path`` of the tiny run."""
+    from softref.figures import case_study, curves, mmref, tables, timings, tsne
+
+    name = Path(path).name
+    if path.startswith("results/figures/runs/"):
+        return {curves.RUN_HEIGHT}
+    if path == "results/figures/timings.png":
+        return {timings.timings_height(len([p for p in (folder / "benchmarks").iterdir() if p.is_dir()]))}
+    table = str(Path(path).parent.relative_to("results/figures"))
+    if name == "values.png":
+        frame = tables.read_table_csv(folder / f"results/{table}.csv")
+        return {tables.values_height(len(set(zip(frame["dataset"], frame["direction"], frame["metric"]))))}
+    if name == "case-study.png":  # the chosen queries, and one more when some caption got worse
+        count = cfg.figures.case_queries
+        return {case_study.case_study_height(n) for n in range(1, count + 2)}
+    if name == "neighbours.png":
+        identities = pd.read_parquet(folder / "results/data/demo-person/images.parquet").query("split == 'train'")
+        return {mmref.neighbours_height(min(3, identities["identity"].nunique()))}
+    return {{"curves.png": curves.TABLE_HEIGHT, "tsne.png": tsne.HEIGHT, "refinement.png": mmref.REFINEMENT_HEIGHT}[name]}
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path}: not a PNG"
+    return tuple(int.from_bytes(data[i:i + 4], "big") for i in (16, 20))
+
+
+@pytest.mark.slow
+def test_report_of_the_tiny_dag(tiny_dag, demo_teachers):
+    """The tiny DAG's figures and its Snakemake report (reusing the end-to-end run's folder): every figure
+    a PNG of its documented size, every figure and rendered table named in the report, and the figures
+    that draw from data with a seed (t-SNE, case study, curves) the same bytes when drawn again."""
+    from softref.config import read_config
+    from softref.figures import plan
+    from softref.figures.style import pixel_size
+
+    folder, cfg_path = tiny_dag
+    snakemake("--cores", "2", "--directory", str(folder), "--configfile", str(cfg_path))  # done already, if run after
+    cfg = read_config(cfg_path)
+    figures = plan.all_figures(cfg) + ["results/figures/timings.png", "results/figures/timings.html"]
+    assert any(p.endswith("/tsne.png") for p in figures) and any(p.endswith("/refinement.png") for p in figures)
+    for path in figures:
+        assert (folder / path).is_file(), path
+        if path.endswith(".png"):
+            assert _png_size(folder / path) in {pixel_size(h, FIGURE_DPI) for h in _expected_heights(folder, cfg, path)}, path
+        else:
+            assert "<table>" in (folder / path).read_text(), path
+
+    report = folder / "results" / "report.html"
+    snakemake("--report", str(report), "--directory", str(folder), "--configfile", str(cfg_path))
+    html = report.read_text()
+    for path in figures:
+        assert f'"{path}"' in html, path  # the report's results are keyed by their path
+    for category in ("CUSA (AAAI 2024)", "MMRef (TMM 2025)", "Training curves", "Table 1", "MMRef Table 1", "Timings"):
+        assert category in html, category
+
+    again = [p for p in figures if p.endswith(("/tsne.png", "/case-study.png", "/values.png"))][:4]
+    again.append("results/figures/runs/demo-cusa/curves.png")
+    before = {p: (folder / p).read_bytes() for p in again}
+    snakemake("--cores", "2", "--force", *again, "--directory", str(folder), "--configfile", str(cfg_path))
+    assert {p: (folder / p).read_bytes() for p in again} == before
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SOFTREF_BROWSER_TESTS"), reason="opt in with SOFTREF_BROWSER_TESTS=1")
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+def test_report_renders_in_a_browser(tiny_dag, demo_teachers, tmp_path):
+    """The report opened in headless Chromium: the screenshot is not blank."""
+    from PIL import Image
+
+    folder, cfg_path = tiny_dag
+    report = folder / "results" / "report.html"
+    if not report.is_file():
+        snakemake("--cores", "2", "--directory", str(folder), "--configfile", str(cfg_path))
+        snakemake("--report", str(report), "--directory", str(folder), "--configfile", str(cfg_path))
+    shot = tmp_path / "report.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1280,900", "--virtual-time-budget=10000", f"--screenshot={shot}",
+                    report.as_uri()], check=True, capture_output=True, timeout=300)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert pixels.shape == (900, 1280)
+    assert pixels.std() > 10 and len(np.unique(pixels)) > 16, "the report's screenshot is blank"

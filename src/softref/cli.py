@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    softref inspect PATH [--ids N]            a shard (.h5) or a manifest (.parquet)
+    softref inspect PATH [--ids N] [--plot OUT.png]   a shard (.h5) or a manifest (.parquet)
     softref validate DIR [--images-manifest P] [--texts-manifest P]
     softref neighbours DIR --id ID [--k 5] [--manifest-dir D]
     softref neighbours --references FILE.h5 --identity NAME [--k 5] [--manifest-dir D]
@@ -112,8 +112,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    if args.plot is not None and path.suffix not in (".h5", ".hdf5"):
+        raise ValueError(f"{path}: --plot draws feature shards (.h5), found {path.suffix!r}")
     if path.suffix in (".h5", ".hdf5"):
         _inspect_shard(path, args.ids, print)
+        if args.plot is not None:
+            from softref.figures.shards import plot_shard
+
+            print(f"plot: {plot_shard(path, Path(args.plot), dpi=args.dpi)}")
     elif path.suffix == ".parquet":
         _inspect_manifest(path, args.ids, print)
     else:
@@ -500,6 +506,9 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
                        "shard; row counts per split and first rows of a manifest.")
     p.add_argument("path", help="a feature shard .h5 or a manifest .parquet")
     p.add_argument("--ids", type=int, default=5, metavar="N", help="how many ids / rows to show (default 5)")
+    p.add_argument("--plot", metavar="OUT.png", help="shards: also draw a histogram of row norms and a cosine "
+                   "heat map of evenly spaced rows into this PNG")
+    p.add_argument("--dpi", type=int, default=150, help="resolution of --plot (default 150)")
     p.set_defaults(func=cmd_inspect)
 
 

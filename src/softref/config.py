@@ -36,6 +36,7 @@ __all__ = [
     "DatasetConfig",
     "DemoConfig",
     "EvaluationConfig",
+    "FiguresConfig",
     "ExperimentConfig",
     "FeaturesConfig",
     "MMRefConfig",
@@ -210,6 +211,16 @@ class EvaluationConfig:
 
     batch_size: int = 64
     num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class FiguresConfig:
+    """How the figure rules draw (softref.figures): resolution and the fixed choices of items."""
+
+    dpi: int = 200
+    seed: int = 0
+    tsne_identities: int = 10
+    case_queries: int = 3
 
 
 @dataclass(frozen=True)
@@ -456,6 +467,7 @@ class Config:
     benchmarks: Mapping[str, BenchmarkConfig] = field(default_factory=dict)
     tables: Mapping[str, TableConfig] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def teachers_of(self, dataset: str, modality: str) -> list[str]:
@@ -481,6 +493,7 @@ BLOCKS: dict[str, type] = {
     "benchmarks.refine": RefineConfig,
     "tables": TableConfig,
     "report.questions": ReportQuestion,
+    "figures": FiguresConfig,
 }
 
 
@@ -728,6 +741,7 @@ def load_config(raw: Mapping[str, Any]) -> Config:
         benchmarks=benchmarks,
         tables=_named(problems, TableConfig, raw.get("tables"), "tables"),
         report=_report(problems, raw.get("report")),
+        figures=problems.build(FiguresConfig, raw.get("figures"), "figures") or FiguresConfig(),
         raw=dict(raw),
     )
     for name, ds in cfg.datasets.items():

@@ -11,9 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "CASE_STUDY_FIGURE",
     "CHECKPOINT",
     "DIAGNOSTICS",
+    "EMBEDDINGS",
     "EVALUATION",
+    "FIGURES",
     "FEATURE_SHARD",
     "IMAGES_MANIFEST",
     "IMAGE_SHARD",
@@ -24,18 +27,28 @@ __all__ = [
     "TEXT_SHARD",
     "NEIGHBOUR_INDEX",
     "NEIGHBOURS",
+    "NEIGHBOURS_FIGURE",
     "REFERENCES",
+    "REFINEMENT_FIGURE",
     "RESULTS",
     "RETRAIN_CHECKPOINT",
     "RETRAIN_LOG",
     "RETRAIN_RUN",
     "RUN",
+    "RUN_CURVES_FIGURE",
     "TABLE_CSV",
+    "TABLE_CURVES_FIGURE",
+    "TABLE_HTML",
     "TABLE_MD",
+    "TABLE_VALUES_FIGURE",
+    "TIMINGS_FIGURE",
+    "TIMINGS_HTML",
     "TRAIN_LOG",
     "TRAINVAL_NEIGHBOUR_INDEX",
     "TRAINVAL_NEIGHBOURS",
     "TRAINVAL_REFERENCES",
+    "TSNE_FIGURE",
+    "embeddings",
     "evaluation",
     "feature_shards",
     "manifest",
@@ -77,6 +90,21 @@ RETRAIN_LOG = RETRAIN_RUN + "/train_log.csv"
 EVALUATION = RUN + "/eval/{benchmark}.json"
 TABLE_CSV = "results/{table}.csv"
 TABLE_MD = "results/{table}.md"
+#: A run's cross-modal test embeddings of one split of a dataset (numpy .npz, no pickled objects),
+#: the input of the figures that need rankings (t-SNE, case study, refinement).
+EMBEDDINGS = RUN + "/embeddings/{dataset}/{split}.npz"
+#: Figures (PNG) and the report's rendered tables: per experiment, per table, for the whole run.
+FIGURES = "results/figures"
+RUN_CURVES_FIGURE = "results/figures/runs/{experiment}/curves.png"
+TABLE_CURVES_FIGURE = "results/figures/{table}/curves.png"
+TABLE_VALUES_FIGURE = "results/figures/{table}/values.png"
+TABLE_HTML = "results/figures/{table}/table.html"
+TSNE_FIGURE = "results/figures/{table}/tsne.png"
+CASE_STUDY_FIGURE = "results/figures/{table}/case-study.png"
+REFINEMENT_FIGURE = "results/figures/{table}/refinement.png"
+NEIGHBOURS_FIGURE = "results/figures/{table}/neighbours.png"
+TIMINGS_FIGURE = "results/figures/timings.png"
+TIMINGS_HTML = "results/figures/timings.html"
 
 _MODALITY_FOLDERS = {"image": "images", "text": "texts"}
 
@@ -122,3 +150,7 @@ def retrain_dir(experiment: str, seed: int, root: str | Path = RESULTS) -> Path:
 
 def evaluation(experiment: str, seed: int, benchmark: str, root: str | Path = RESULTS) -> Path:
     return _under(root, EVALUATION, experiment=experiment, seed=seed, benchmark=benchmark)
+
+
+def embeddings(experiment: str, seed: int, dataset: str, split: str, root: str | Path = RESULTS) -> Path:
+    return _under(root, EMBEDDINGS, experiment=experiment, seed=seed, dataset=dataset, split=split)

@@ -20,11 +20,12 @@ log = logging.getLogger("softref")
 
 
 @contextlib.contextmanager
-def rule_context(smk: Any) -> Iterator[Config]:
+def rule_context(smk: Any, *, torch_threads: bool = True) -> Iterator[Config]:
     """Send logging and stderr to the rule's log file, set threads, yield the typed config.
 
     An exception is logged with its traceback (so the log explains the failure) and re-raised,
-    which makes Snakemake delete the rule's outputs.
+    which makes Snakemake delete the rule's outputs. ``torch_threads=False`` leaves torch alone: a
+    rule that never uses it (the figures) does not pay for importing it.
     """
     log_path = Path(smk.log[0]) if smk.log else None
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -42,9 +43,10 @@ def rule_context(smk: Any) -> Iterator[Config]:
     )
     threads = int(getattr(smk, "threads", 1) or 1)
     try:
-        import torch
+        if torch_threads:
+            import torch
 
-        torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
     except ImportError:  # rules that do not need torch
         pass
     try:

@@ -269,3 +269,123 @@ def table_params(wildcards):
 
 def all_tables(wildcards=None):
     return [pattern.format(table=t) for t in CFG.tables for pattern in (paths.TABLE_CSV, paths.TABLE_MD)]
+
+
+# Figures (workflow/rules/figures.smk): softref.figures.plan decides which figures a config calls for
+# and what each compares; these functions turn its choices into the rules' inputs and params.
+from softref.figures import plan as figure_plan
+
+
+def all_figures(wildcards=None):
+    """Every figure of the run (results/figures/), the timings last: they read every other job's benchmark."""
+    return figure_plan.all_figures(CFG) + [paths.TIMINGS_FIGURE, paths.TIMINGS_HTML]
+
+
+def _train_logs(experiment):
+    return [paths.TRAIN_LOG.format(experiment=experiment, seed=s) for s in CFG.experiments[experiment].run_seeds]
+
+
+def run_curves_inputs(wildcards):
+    """The train logs of every seed of ``{experiment}``."""
+    return _train_logs(wildcards.experiment)
+
+
+def run_curves_params(wildcards):
+    return figure_plan.run_facts(CFG, wildcards.experiment)
+
+
+def table_figures_inputs(wildcards):
+    """The table's CSV and Markdown, and the train logs of every run of its experiments."""
+    tb = CFG.tables[wildcards.table]
+    return {"csv": paths.TABLE_CSV.format(table=wildcards.table), "md": paths.TABLE_MD.format(table=wildcards.table),
+            "logs": [p for e in tb.experiments for p in _train_logs(e)]}
+
+
+def table_figures_params(wildcards):
+    return figure_plan.table_facts(CFG, wildcards.table)
+
+
+def _embeddings(experiment, benchmark):
+    bm = CFG.benchmarks[benchmark]
+    return str(paths.embeddings(experiment, figure_plan.figure_seed(CFG, experiment), bm.dataset, bm.split))
+
+
+def _comparison_inputs(comparison, table, kind):
+    if comparison is None:
+        raise ValueError(f"results/figures/{table}: the table has no {kind} figure (softref.figures.plan)")
+    bm = CFG.benchmarks[comparison.benchmark]
+    inputs = {"baseline": _embeddings(comparison.baseline, comparison.benchmark),
+              "other": _embeddings(comparison.other, comparison.benchmark), **_manifests(bm.dataset)}
+    eccv_dir = bm.options.get("eccv_dir")
+    if kind == "case-study" and bm.protocol == "eccv" and eccv_dir is not None and not os.path.isabs(eccv_dir):
+        inputs["eccv"] = str(Path(CFG.datasets[bm.dataset].root) / eccv_dir)
+    return inputs
+
+
+def tsne_inputs(wildcards):
+    """Both runs' embeddings of the t-SNE's benchmark split, and the dataset's manifests."""
+    return _comparison_inputs(figure_plan.tsne_comparison(CFG, wildcards.table), wildcards.table, "tsne")
+
+
+def tsne_params(wildcards):
+    return figure_plan.comparison_facts(CFG, "tsne", wildcards.table)
+
+
+def case_study_inputs(wildcards):
+    """Both runs' embeddings of the case study's benchmark split, the manifests (and ECCV's files)."""
+    comparison = figure_plan.case_study_comparison(CFG, wildcards.table)
+    return _comparison_inputs(comparison, wildcards.table, "case-study")
+
+
+def case_study_params(wildcards):
+    return figure_plan.comparison_facts(CFG, "case-study", wildcards.table)
+
+
+def refinement_inputs(wildcards):
+    """The refining run's embeddings (with its reference bank) and the benchmark dataset's manifests."""
+    chosen = figure_plan.refinement_run(CFG, wildcards.table)
+    if chosen is None:
+        raise ValueError(f"results/figures/{wildcards.table}: the table has no refinement figure")
+    experiment, benchmark = chosen
+    return {"embeddings": _embeddings(experiment, benchmark), **_manifests(CFG.benchmarks[benchmark].dataset)}
+
+
+def refinement_params(wildcards):
+    return figure_plan.refinement_facts(CFG, wildcards.table)
+
+
+def neighbours_inputs(wildcards):
+    """The teacher references' neighbours table and the dataset's images manifest."""
+    source = figure_plan.neighbours_source(CFG, wildcards.table)
+    if source is None:
+        raise ValueError(f"results/figures/{wildcards.table}: the table has no neighbours figure")
+    dataset, teachers = source
+    return {"neighbours": str(paths.references(dataset, teachers)["neighbours"]),
+            "images": str(paths.manifest(dataset, "images"))}
+
+
+def neighbours_params(wildcards):
+    return figure_plan.neighbours_facts(CFG, wildcards.table)
+
+
+def embeddings_inputs(wildcards):
+    """The run's checkpoint and the manifests of the dataset whose split it encodes."""
+    return {"checkpoint": paths.CHECKPOINT.format(experiment=wildcards.experiment, seed=wildcards.seed),
+            **_manifests(wildcards.dataset)}
+
+
+def timings_inputs(wildcards):
+    """Every table and figure: the timings job runs last, when every benchmark file is written."""
+    return all_tables() + figure_plan.all_figures(CFG)
+
+
+def report_paper_of_experiment(wildcards):
+    return figure_plan.paper_of(CFG, wildcards.experiment)
+
+
+def report_paper_of_table(wildcards):
+    return figure_plan.paper_of_table(CFG, wildcards.table)
+
+
+def report_table_title(wildcards):
+    return figure_plan.table_facts(CFG, wildcards.table)["title"]
