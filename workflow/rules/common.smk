@@ -6,9 +6,10 @@ from pathlib import Path
 # The checkout's package is the code that runs: here for parsing, and in every job (local or on
 # a cluster, with or without --sdm conda) through PYTHONPATH, which the jobs inherit (envvars passes
 # it to remote executors) and which Python reads before any installed copy of softref.
+# First on sys.path even when it is there already, later (an editable install's .pth entry comes
+# after PYTHONPATH, so a softref found on PYTHONPATH would otherwise win).
 SRC = str(Path(workflow.basedir) / "src")
-if SRC not in sys.path:
-    sys.path.insert(0, SRC)
+sys.path[:] = [SRC] + [p for p in sys.path if p != SRC]
 
 from softref.workflow import use_package_from
 
