@@ -718,3 +718,24 @@ def test_per_query_checks_and_examples():
     with pytest.raises(ValueError, match="ranks: expected a non-empty 1-D array"):
         recall_from_ranks(np.zeros((2, 2)))
     assert recall_from_ranks(np.array([0, 2, 5, 1]), ks=(1, 3)) == {1: 25.0, 3: 75.0}
+
+
+def test_image_text_metrics_on_a_device():
+    """``device=`` computes the scores and their ranking there: on the CPU the same floats as the
+    embeddings' own device; on CUDA (when present) the same as the CPU for scores every GEMM gets
+    exactly (small integers, many ties), so ties break alike too."""
+    from softref.evaluate.retrieval import image_text_metrics
+
+    rng = np.random.default_rng(4)
+    num_images = 30
+    owner = np.repeat(np.arange(num_images), 5)
+    relevant = owner[None, :] == np.arange(num_images)[:, None]
+    images = torch.from_numpy(rng.integers(-3, 4, (num_images, 8))).float()
+    captions = images[owner] + torch.from_numpy(rng.integers(-2, 3, (owner.size, 8))).float()
+    here = image_text_metrics(images, captions, relevant)
+    assert image_text_metrics(images, captions, relevant, device="cpu") == here
+    assert image_text_metrics(images, captions, relevant, device=torch.device("cpu")) == here
+    assert 0 < here["i2t"]["R@1"] < 100 and 0 < here["t2i"]["R@1"] < 100
+    if torch.cuda.is_available():
+        assert image_text_metrics(images, captions, relevant, device="cuda") == here
+        assert image_text_metrics(images.cuda(), captions.cuda(), relevant) == here

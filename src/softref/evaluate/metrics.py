@@ -70,6 +70,10 @@ CHUNK_ELEMENTS = 1 << 22
 # Scores per block of the counting pass (whole rows): few operations (each on all threads) and
 # temporaries of a few MB.
 _BLOCK_ELEMENTS = 1 << 20
+# The same on an accelerator, where each block costs a dozen kernel launches and a host sync
+# whatever its size: blocks of a chunk (temporaries ~24 MB), a quarter of the launches. The
+# ranks are counts, so the block size never changes a result.
+_DEVICE_BLOCK_ELEMENTS = CHUNK_ELEMENTS
 # Recall@K, mAP@R, R-P: count ranks up to this many relevant items per query, else top-k lists.
 _COUNT_SLOTS = 2
 # Full-ranking metrics: a query with more relevant items than this is ranked by a stable sort
@@ -406,8 +410,10 @@ def _count_ranks(
     used slots; returns int64 ranks shaped like the slots (meaningless where unused).
     """
     num_rows, num_cols = matrix.shape
-    # Blocks of ~_BLOCK_ELEMENTS scores (see there); never more rows than chunk_size.
-    height = max(1, _BLOCK_ELEMENTS // num_cols)
+    # Blocks of ~_BLOCK_ELEMENTS scores (_DEVICE_BLOCK_ELEMENTS off the CPU; see there); never
+    # more rows than chunk_size.
+    elements = _BLOCK_ELEMENTS if matrix.device.type == "cpu" else _DEVICE_BLOCK_ELEMENTS
+    height = max(1, elements // num_cols)
     if chunk_size is not None:
         height = min(height, chunk_size)
     prepared = []

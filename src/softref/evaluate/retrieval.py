@@ -5,11 +5,14 @@ The images and captions of a manifest split are encoded with the student's cross
 recall ranks the captions for each image, text-to-image recall the images for each caption;
 RSUM is the sum of R@1, R@5 and R@10 in both directions. The trainer's validation uses the
 same functions (:func:`split_items`, :func:`encode_split`, :func:`image_text_metrics`) on the
-val split, so model selection and the final evaluation measure the same thing.
+val split, so model selection and the final evaluation measure the same thing; with the
+experiment key ``val_max_images`` its per-epoch validation reads :meth:`SplitItems.first_images`
+of the val split, and the selected model is measured once more on the whole split.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -67,6 +70,40 @@ class SplitItems:
     @property
     def num_texts(self) -> int:
         return len(self.text_ids)
+
+    def first_images(self, count: int) -> SplitItems:
+        """The split cut to its first ``count`` images (manifest order) and only their captions.
+
+        The captions kept are those whose image is among the first ``count``, in their own manifest
+        order; identities are cut alike. With ``count`` >= :attr:`num_images` the items themselves.
+        Every image kept has a caption (the split keeps no image without one), so the cut split is
+        a valid evaluation in both directions: the trainer's cheaper per-epoch validation
+        (``val_max_images``).
+
+        Raises:
+            ValueError: ``count`` is not an integer >= 1.
+        """
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise ValueError(f"split {self.split!r}: first_images expects an integer >= 1, found {count!r}")
+        if count >= self.num_images:
+            return self
+        kept = set(self.image_ids[:count])
+        texts = [j for j, image_id in enumerate(self.text_image_ids) if image_id in kept]
+
+        def pick(values: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(values[j] for j in texts)
+
+        with_identities = len(self.text_identities) == self.num_texts
+        return dataclasses.replace(
+            self,
+            image_ids=self.image_ids[:count],
+            image_paths=self.image_paths[:count],
+            image_identities=self.image_identities[:count],
+            text_ids=pick(self.text_ids),
+            captions=pick(self.captions),
+            text_image_ids=pick(self.text_image_ids),
+            text_identities=pick(self.text_identities) if with_identities else self.text_identities,
+        )
 
     def relevant(self) -> np.ndarray:
         """(num_images, num_texts) bool: relevant[i, j] when caption j annotates image i."""
@@ -152,13 +189,22 @@ def encode_split(
     return image_emb, text_emb
 
 
-def image_text_metrics(image_emb: Tensor, text_emb: Tensor, relevant: np.ndarray | Tensor) -> dict[str, Any]:
+def image_text_metrics(image_emb: Tensor, text_emb: Tensor, relevant: np.ndarray | Tensor, *,
+                       device: str | torch.device | None = None) -> dict[str, Any]:
     """R@1/5/10 in both directions and RSUM: {"i2t": {"R@1", ...}, "t2i": {...}, "rsum"}.
 
     ``scores = image_emb @ text_emb.T``; i2t ranks captions per image with ``relevant``,
     t2i ranks images per caption with ``relevant.T``.
-    """
 
+    ``device``: where the score matrix is made and ranked (the embeddings are moved there; the
+    relevance's pair list follows them); None: the embeddings' own device. :func:`encode_split`
+    returns CPU tensors, so the trainer and :func:`evaluate_image_text` pass their device: on a
+    GPU the (I, T) scores and the ranking passes stay on it. On the CPU the result is the same
+    floats as without the argument; another device's GEMM may differ in the last bits of a score
+    (the ranking of those scores is exact, ties broken by index, on any device).
+    """
+    if device is not None:
+        image_emb, text_emb = image_emb.to(device), text_emb.to(device)
     scores = image_emb.float() @ text_emb.float().T
     relevant_t = torch.as_tensor(np.asarray(relevant, dtype=bool))
     # Both directions from one pass over the score matrix (rows: i2t, columns: t2i).
@@ -216,7 +262,7 @@ def evaluate_image_text(
     image_emb, text_emb = encode_split(
         model, items, Path(dataset_root), batch_size=batch_size, device=device, num_workers=num_workers, desc=split
     )
-    metrics = image_text_metrics(image_emb, text_emb, items.relevant())
+    metrics = image_text_metrics(image_emb, text_emb, items.relevant(), device=device)
     config = ckpt["config"]
     experiment = config.get("experiment", {}) if isinstance(config, dict) else {}
     result = {
