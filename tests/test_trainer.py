@@ -401,3 +401,130 @@ def test_online_teachers_train_as_their_shards(tmp_path: Path) -> None:
                                          r"is not among the run's teachers"):
         train(replace(cfg, teacher_features=TeacherFeaturesConfig("online", "online")), *common, [], [],
               tmp_path / "no-specs")
+
+
+# ---------------------------------------------------------------------------------------------
+# val_max_images: each epoch validates on the first val images, the selected model on all of them
+# ---------------------------------------------------------------------------------------------
+VAL_KEYS = tuple(f"val_{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)) + ("val_rsum",)
+
+
+def _val_row(metrics: dict) -> dict:
+    """image_text_metrics' / evaluate_image_text's numbers under the trainer's val keys."""
+    row = {f"val_{d}_R@{k}": metrics[d][f"R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10)}
+    row["val_rsum"] = metrics["rsum"]
+    return row
+
+
+def test_val_subset_keeps_the_first_images_and_only_their_captions(bench: dict) -> None:
+    from softref.evaluate.retrieval import SplitItems, split_items
+
+    items = SplitItems(split="val", image_ids=("a", "b", "c"), image_paths=("pa", "pb", "pc"),
+                       text_ids=("t0", "t1", "t2", "t3", "t4"), captions=("c0", "c1", "c2", "c3", "c4"),
+                       text_image_ids=("c", "a", "b", "a", "c"), image_identities=("x", "y", "x"),
+                       text_identities=("x", "x", "y", "x", "x"))
+    sub = items.first_images(2)
+    assert (sub.image_ids, sub.image_paths, sub.image_identities) == (("a", "b"), ("pa", "pb"), ("x", "y"))
+    # The captions of a and b only, in their manifest order (t0 and t4 annotate c).
+    assert sub.text_ids == ("t1", "t2", "t3") and sub.captions == ("c1", "c2", "c3")
+    assert sub.text_image_ids == ("a", "b", "a") and sub.text_identities == ("x", "y", "x")
+    assert sub.relevant().tolist() == [[True, False, True], [False, True, False]]
+    assert sub.identity_relevant().tolist() == [[True, False, True], [False, True, False]]
+    assert items.first_images(3) is items and items.first_images(100) is items
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match=r"integer >= 1, found"):
+            items.first_images(bad)
+    # A manifest split: its first image (image_id order) and that image's captions.
+    val = split_items(bench["images_manifest"], bench["texts_manifest"], "val")
+    one = val.first_images(1)
+    assert val.num_images > 1 and one.image_ids == val.image_ids[:1]
+    assert one.text_ids == tuple(t for t, i in zip(val.text_ids, val.text_image_ids) if i == val.image_ids[0])
+    assert 0 < one.num_texts < val.num_texts
+
+
+def test_val_max_images_must_be_a_positive_integer(bench: dict, tmp_path: Path) -> None:
+    from softref.config import ConfigError, validate_raw
+
+    for bad in (0, 2.5, "all", True):
+        raw = {"experiments": {"e": {"dataset": "d", "student": "s", "val_max_images": bad}}}
+        with pytest.raises(ConfigError, match="experiments.e.val_max_images"):
+            validate_raw(raw)
+    raw = {"experiments": {"e": {"dataset": "d", "student": "s"}}}
+    assert validate_raw(raw)["experiments"]["e"]["val_max_images"] is None
+    with pytest.raises(ValueError, match=r"'tiny-cusa': val_max_images: expected an integer >= 1 .* found 0"):
+        run(bench, tmp_path / "zero", cfg=experiment(val_max_images=0))
+
+
+def test_val_max_images_selects_on_the_subset_and_records_the_whole_split(
+        bench: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from softref.evaluate.retrieval import encode_split, evaluate_image_text, image_text_metrics, split_items
+    from softref.models.student import load_student
+    from softref.train import trainer
+
+    out, cfg = tmp_path / "subset", experiment(val_max_images=1)
+    with caplog.at_level("INFO", logger="softref.train.trainer"):
+        result = run(bench, out, cfg=cfg)
+    rows = read_log(result.train_log)
+    assert list(rows[0]) == list(LOG_COLUMNS) and len(rows) == 2
+    # The selection: the first epoch of the best subset RSUM.
+    rsums = [float(r["val_rsum"]) for r in rows]
+    assert result.best_epoch == 1 + int(np.argmax(rsums)) and result.best_val_rsum == max(rsums)
+    ckpt = torch.load(result.checkpoint, weights_only=True)
+    assert ckpt["epoch"] == result.best_epoch
+    assert ckpt["val"] == {k: float(rows[result.best_epoch - 1][k]) for k in VAL_KEYS}
+    # The logged numbers are the subset's: the selected model on the first val image and its captions.
+    val = split_items(bench["images_manifest"], bench["texts_manifest"], "val")
+    model, _ = load_student(result.checkpoint)
+    subset = val.first_images(1)
+    image_emb, text_emb = encode_split(model, subset, bench["dataset_root"], batch_size=BATCH)
+    assert ckpt["val"] == _val_row(image_text_metrics(image_emb, text_emb, subset.relevant()))
+    # val_full: an evaluation of the selected checkpoint on the whole val split.
+    whole = evaluate_image_text(result.checkpoint, bench["dataset_root"], bench["images_manifest"],
+                                bench["texts_manifest"], "val", batch_size=BATCH, device="cpu")
+    assert ckpt["val_full"] == {**_val_row(whole), "num_images": val.num_images, "num_texts": val.num_texts}
+    assert (whole["num_images"], whole["num_texts"]) == (val.num_images, val.num_texts) == (2, 4)
+    assert f"on the whole val split (2 images, 4 captions): RSUM {whole['rsum']:.2f}" in caplog.text
+    assert torch.load(out / "best.pt", weights_only=True)["val_full"] == ckpt["val_full"]
+    # Computed once: a finished run called again keeps the record and validates nothing.
+    def no_validation(*args, **kwargs):
+        raise AssertionError("a finished run validated again")
+
+    monkeypatch.setattr(trainer, "_val_metrics", no_validation)
+    (out / "checkpoint.pt").unlink()
+    again = run(bench, out, cfg=cfg)
+    assert again.completed and again.steps == result.steps
+    assert torch.load(again.checkpoint, weights_only=True)["val_full"] == ckpt["val_full"]
+
+
+def test_val_max_images_null_validates_on_the_whole_split_as_before(uninterrupted, bench: dict,
+                                                                    tmp_path: Path) -> None:
+    from softref.checkpoints import save_checkpoint
+    from softref.evaluate.retrieval import evaluate_image_text
+
+    result, full = uninterrupted  # val_max_images: null, the default
+    selected = torch.load(full / "checkpoint.pt", weights_only=True)
+    assert selected["config"]["experiment"]["val_max_images"] is None and "val_full" not in selected
+    rows = read_log(full / "train_log.csv")
+    whole = evaluate_image_text(result.checkpoint, bench["dataset_root"], bench["images_manifest"],
+                                bench["texts_manifest"], "val", batch_size=BATCH, device="cpu")
+    assert {k: float(rows[selected["epoch"] - 1][k]) for k in VAL_KEYS} == _val_row(whole) == selected["val"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in MEASURED_COLUMNS} for r in rows]  # noqa: E731
+
+    # A subset at least as large as the split is the same validation: the same log and models; its
+    # val_full is the selected epoch's own val.
+    covering = run(bench, tmp_path / "covering", cfg=experiment(val_max_images=100))
+    assert strip(read_log(covering.train_log)) == strip(rows)
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(covering.checkpoint, weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert b["val_full"] == {**b["val"], "num_images": 2, "num_texts": 4}
+
+    # A resume state written before the key existed (no val_max_images) resumes under null.
+    out = tmp_path / "before-the-key"
+    run(bench, out, max_steps=steps_per_epoch(bench))
+    state = torch.load(out / "last.pt", weights_only=True)
+    del state["config"]["experiment"]["val_max_images"]
+    save_checkpoint(state, out / "last.pt")
+    resumed = run(bench, out)
+    assert not (out / "superseded").exists() and resumed.completed
+    assert strip(read_log(resumed.train_log)) == strip(rows)

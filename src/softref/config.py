@@ -328,6 +328,7 @@ class ExperimentConfig:
     label: str | None = None
     paper_method: str | None = None
     gpus: int = 1
+    val_max_images: int | None = None
     teacher_features: TeacherFeaturesConfig = field(default_factory=TeacherFeaturesConfig)
     mmref: MMRefConfig = field(default_factory=MMRefConfig)
 
@@ -658,6 +659,10 @@ def _check_experiments(problems: _Problems, cfg: Config) -> None:
             problems.add(f"{where}.seeds: expected distinct seeds, found {list(ex.run_seeds)}")
         if ex.gpus < 1 or ex.batch_size % ex.gpus:
             problems.add(f"{where}.gpus: expected >= 1 and a divisor of batch_size ({ex.batch_size}), found {ex.gpus}")
+        if ex.val_max_images is not None and (isinstance(ex.val_max_images, bool)
+                                              or not isinstance(ex.val_max_images, int) or ex.val_max_images < 1):
+            problems.add(f"{where}.val_max_images: expected an integer >= 1 or null (the whole val split), "
+                         f"found {ex.val_max_images!r}")
         if ex.refines() and not ex.mmref.bank_trains:
             problems.add(
                 f"{where}.mmref.refine: refinement at test time needs a trained reference bank, but this experiment "

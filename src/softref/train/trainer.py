@@ -7,7 +7,10 @@ model and method, optimizer and schedule, resume, loop. It writes, in ``out_dir`
 
 ``checkpoint.pt``
     the selected model (best validation RSUM; the val split, never test), written once the
-    last epoch is done.
+    last epoch is done. With ``val_max_images`` each epoch validates on the val split's first N
+    images and their captions (:meth:`~softref.evaluate.retrieval.SplitItems.first_images`),
+    the selection uses that RSUM, and the selected model's metrics on the whole val split are
+    computed once after the last epoch and recorded under ``val_full``.
 ``train_log.csv``
     one row per epoch (:data:`LOG_COLUMNS`), rewritten atomically after every epoch.
 ``last.pt``
@@ -250,6 +253,9 @@ class _Run:
     max_steps: int | None
     augmented: AugmentedPairs | None = None
     select: bool = True
+    #: With ``val_max_images``: the whole val split, for the selected model's ``val_full``
+    #: (``val_items`` is then its first images); None otherwise.
+    full_val_items: Any = None
     state: dict[str, Any] = field(
         default_factory=lambda: {"epoch": 0, "step": 0, "best_val_rsum": -math.inf, "best_epoch": 0, "log": []}
     )
@@ -279,6 +285,10 @@ def _check_experiment(cfg: ExperimentConfig, ctx: DistributedContext) -> None:
             # A silent change of the per-GPU batch would change the experiment.
             raise ValueError(message + ". Grant the job that many GPUs (resource gpu) or change gpus")
         logger.warning("%s (CPU run: going on)", message)
+    limit = cfg.val_max_images
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"experiment {cfg.name!r}: val_max_images: expected an integer >= 1 or None (the whole "
+                         f"val split), found {limit!r}")
 
 
 def _training_pairs(images_manifest: Path, texts_manifest: Path, splits: Sequence[str]) -> pd.DataFrame:
@@ -308,6 +318,9 @@ def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentC
     splits, select = tuple(inputs["splits"]), bool(inputs["select"])
     pairs = _training_pairs(images_manifest, texts_manifest, splits)
     val_items = split_items(images_manifest, texts_manifest, "val") if select else None
+    full_val_items = None
+    if select and cfg.val_max_images is not None:
+        full_val_items, val_items = val_items, val_items.first_images(cfg.val_max_images)
 
     # ============ model and method ... ============
     options = student_options(plain_config(student_cfg), plain_config(cfg))
@@ -326,9 +339,16 @@ def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentC
     augmented = None if augment is None else AugmentedPairs(items, augment, cfg.seed)
     if augmented is not None:
         sampler = EpochTaggedBatches(sampler, augmented)
+    if not select:
+        validation = "no selection (the last epoch is published)"
+    elif full_val_items is None:
+        validation = f"val {val_items.num_images} images / {val_items.num_texts} captions"
+    else:
+        validation = (f"val per epoch: the first {val_items.num_images} of {full_val_items.num_images} images / "
+                      f"{val_items.num_texts} of {full_val_items.num_texts} captions (val_max_images "
+                      f"{cfg.val_max_images}), the whole split for the selected model")
     logger.info("data: %d pairs of %s (%d images), %s; augment %s", len(pairs), "+".join(splits),
-                pairs["image_id"].nunique(), f"val {val_items.num_images} images / {val_items.num_texts} captions"
-                if select else "no selection (the last epoch is published)", cfg.augment)
+                pairs["image_id"].nunique(), validation, cfg.augment)
 
     # ============ optimizer and schedule ... ============
     groups = parameter_groups(student, cfg.weight_decay)
@@ -350,7 +370,7 @@ def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentC
         run_config=run_config, val_items=val_items, dataset_root=Path(inputs["dataset_root"]),
         loader=make_loader(augmented or items, sampler, method.collator, num_workers=cfg.num_workers,
                            pin_memory=ctx.device.type == "cuda"),
-        max_steps=max_steps, augmented=augmented, select=select,
+        max_steps=max_steps, augmented=augmented, select=select, full_val_items=full_val_items,
     )
 
 
@@ -362,6 +382,9 @@ def _comparable(run_config: Mapping[str, Any]) -> dict[str, Any]:
     plain = plain_config(run_config)
     for key in TRAINING_IGNORES:
         plain.get("experiment", {}).pop(key, None)
+    if plain.get("experiment", {}).get("val_max_images", 0) is None:
+        # The default (the whole val split) is how runs trained before the key existed validated.
+        plain["experiment"].pop("val_max_images")
     plain.get("student", {}).pop("paper_model", None)
     return plain
 
@@ -473,15 +496,21 @@ def _train_epoch(run: _Run, epoch: int, step: int) -> tuple[int, dict[str, Any] 
     return step, row
 
 
-def _validate(run: _Run, epoch: int) -> dict[str, float]:
-    """Validation R@1/5/10 and RSUM on the val split, with the method's relevance."""
-    image_emb, text_emb = encode_split(run.student, run.val_items, run.dataset_root, batch_size=run.cfg.batch_size,
-                                       device=run.device, num_workers=run.cfg.num_workers, desc=f"val {epoch}")
-    val = image_text_metrics(image_emb, text_emb, run.method.relevance(run.val_items))
+def _val_metrics(run: _Run, items: Any, desc: str) -> dict[str, float]:
+    """R@1/5/10 and RSUM of the student on ``items`` (val), with the method's relevance, as
+    :data:`VAL_COLUMNS`; the score matrix and its ranking on the run's device."""
+    image_emb, text_emb = encode_split(run.student, items, run.dataset_root, batch_size=run.cfg.batch_size,
+                                       device=run.device, num_workers=run.cfg.num_workers, desc=desc)
+    val = image_text_metrics(image_emb, text_emb, run.method.relevance(items), device=run.device)
     run.student.train()
     out = {f"val_{d}_R@{k}": val[d][f"R@{k}"] for d in ("i2t", "t2i") for k in KS}
     out["val_rsum"] = val["rsum"]
     return out
+
+
+def _validate(run: _Run, epoch: int) -> dict[str, float]:
+    """The epoch's validation: on the val split, or its first images with ``val_max_images``."""
+    return _val_metrics(run, run.val_items, f"val {epoch}")
 
 
 def _machine(run: _Run) -> dict[str, Any]:
@@ -538,20 +567,49 @@ def _loop(run: _Run) -> tuple[bool, int]:
 
 
 def _finalize(run: _Run) -> None:
-    """Publish the selected model as checkpoint.pt (once every epoch has run)."""
+    """Publish the selected model as checkpoint.pt (once every epoch has run); with
+    ``val_max_images``, after recording its metrics on the whole val split (:func:`_record_full_val`)."""
     best_path, ckpt_path, log_path, state = run.path(BEST), run.path(CHECKPOINT), run.path(LOG), run.state
     if not best_path.exists():
         raise CheckpointError(
             f"training is complete (epoch {state['epoch']}) but the selected model {best_path} is "
             f"missing; delete {ckpt_path.parent} to train again"
         )
+    full = _record_full_val(run) if run.full_val_items is not None else None
     copy_atomic(best_path, ckpt_path)
     if not log_path.exists():
         _write_log(state["log"], log_path)
-    if run.select:
+    if full is not None:
+        logger.info("selected epoch %d (val RSUM %.2f on the first %d val images); on the whole val split (%d "
+                    "images, %d captions): RSUM %.2f, i2t R@1 %.2f, t2i R@1 %.2f: %s", state["best_epoch"],
+                    state["best_val_rsum"], run.val_items.num_images, full["num_images"], full["num_texts"],
+                    full["val_rsum"], full["val_i2t_R@1"], full["val_t2i_R@1"], ckpt_path)
+    elif run.select:
         logger.info("selected epoch %d (val RSUM %.2f): %s", state["best_epoch"], state["best_val_rsum"], ckpt_path)
     else:
         logger.info("published the last epoch %d (no selection): %s", state["best_epoch"], ckpt_path)
+
+
+def _record_full_val(run: _Run) -> dict[str, Any]:
+    """The selected model's metrics on the whole val split (``val_max_images`` runs), written into
+    best.pt as ``val_full`` once: :data:`VAL_COLUMNS` plus ``num_images`` and ``num_texts``.
+
+    A best.pt that already holds them (a finished run called again) is left as it is. When the
+    per-epoch subset is the whole split the selected epoch's own ``val`` is recorded; otherwise the
+    student is loaded with the selected weights and validated on the whole split.
+    """
+    best_path, items = run.path(BEST), run.full_val_items
+    best = load_checkpoint(best_path, map_location="cpu", required=("model", "val"))
+    if "val_full" in best:
+        return best["val_full"]
+    if run.val_items is items:
+        metrics = {k: best["val"][k] for k in VAL_COLUMNS}
+    else:
+        run.student.load_state_dict(best["model"])
+        metrics = _val_metrics(run, items, "val (whole split)")
+    full = {**metrics, "num_images": items.num_images, "num_texts": items.num_texts}
+    save_checkpoint({**best, "val_full": full}, best_path)
+    return full
 
 
 def _deterministic_on_cpu(device: torch.device) -> Any:
