@@ -61,7 +61,7 @@ def test_every_subcommand_has_help() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     assert set(sub.choices) == {"inspect", "validate", "neighbours", "prepare", "check-dataset", "check-config",
-                                "fetch-teachers", "teacher-diagnostics"}
+                                "fetch-teachers", "teacher-diagnostics", "report"}
     helps = {a.dest: a.help for a in sub._choices_actions}
     assert all(helps[name] for name in sub.choices)
 

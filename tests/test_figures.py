@@ -98,7 +98,7 @@ def test_plan_follows_the_config_not_names() -> None:
     # An MMRef table has no CUSA comparison; a CUSA table no refinement.
     assert plan.case_study_comparison(cfg, "mmref/table1") is None and plan.refinement_run(cfg, "table1") is None
     facts = plan.comparison_facts(cfg, "case-study", "table2")
-    assert facts["baseline"]["label"] == "base" and facts["other"]["seed"] == 23 and facts["drawing"]["dpi"] == 200
+    assert facts["baseline"]["label"] == "base" and facts["other"]["seed"] == cfg.experiments["demo-cusa"].run_seeds[0] and facts["drawing"]["dpi"] == 200
     with pytest.raises(ValueError, match="table5.*tsne"):
         plan.comparison_facts(cfg, "tsne", "table5")
 

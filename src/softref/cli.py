@@ -380,6 +380,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from softref.config import read_config
+    from softref.files import write_text_atomic
+    from softref.report import report_markdown, update_between_markers
+
+    cfg = read_config(args.config)
+    if not cfg.report.questions:
+        raise ValueError(f"{args.config}: report.questions is empty; nothing to answer")
+    wall = None if args.wall_minutes is None else 60.0 * args.wall_minutes
+    block = report_markdown(cfg, args.results, wall_seconds=wall)
+    if args.update:
+        target = Path(args.update)
+        text = target.read_text(encoding="utf-8")  # FileNotFoundError names the file
+        try:
+            updated = update_between_markers(text, block)
+        except ValueError as exc:
+            raise ValueError(f"{target}: {exc}") from None
+        write_text_atomic(target, updated)
+        print(f"updated {target} ({len(cfg.report.questions)} answers)")
+    else:
+        sys.stdout.write(block)
+    return 0
+
+
 def cmd_fetch_teachers(args: argparse.Namespace) -> int:
     from softref.teachers.fetch import fetch_demo_teachers
 
@@ -486,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_config(sub)
     _add_fetch_teachers(sub)
     _add_teacher_diagnostics(sub)
+    _add_report(sub)
     return parser
 
 
@@ -595,6 +620,23 @@ def _add_check_config(sub: argparse._SubParsersAction) -> None:
                    help="the folder the run starts in (Snakemake's --directory): relative paths are "
                    "read from there (default: the current folder)")
     p.set_defaults(func=cmd_check_config)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="answer the config's report questions from a finished run, with intervals",
+                       description="For each of the config's report.questions: the mean difference between "
+                       "two experiments on one number of one benchmark over the seeds they share, its 95 %% "
+                       "t-interval over seeds (one seed: the evaluations' bootstrap intervals over queries, "
+                       "combined), and the verdict the interval supports; with the commit and the machine. "
+                       "Prints Markdown, or with --update rewrites the block between the softref report "
+                       "markers of a file (the README's numbers).")
+    p.add_argument("config", nargs="?", default="config.yaml", metavar="CONFIG",
+                   help="the run's config (default config.yaml)")
+    p.add_argument("--results", default="results", metavar="DIR", help="the run's results folder (default results)")
+    p.add_argument("--update", metavar="FILE", help="rewrite FILE's block between the markers instead of printing")
+    p.add_argument("--wall-minutes", type=float, default=None, metavar="M",
+                   help="the run's measured wall time, stated beside the numbers")
+    p.set_defaults(func=cmd_report)
 
 
 def _add_fetch_teachers(sub: argparse._SubParsersAction) -> None:

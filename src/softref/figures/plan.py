@@ -7,7 +7,8 @@ own training curves. A table's kind adds the papers' figures (:data:`FIGURES_BY_
 ``tsne`` (CUSA Figure 4, kind ``retrieval``)
     test embeddings without and with USA: the table's baseline (its method without the ``usa``
     term) and the table's experiment with the most CUSA terms that include ``usa`` (the last listed
-    on a tie), on the table's first benchmark that ranks images and captions.
+    on a tie; rows standing for a paper row, ``paper_method`` set, before diagnostic rows), on the
+    table's first benchmark that ranks images and captions.
 ``case-study`` (CUSA Figure 5, kinds ``retrieval`` and ``eccv``)
     the baseline against the table's other experiment with the most CUSA terms (the last listed on
     a tie), on the same kind of benchmark; the benchmark's relevance marks what is relevant.
@@ -89,10 +90,15 @@ def _terms(cfg: Config, experiment: str) -> tuple[str, ...]:
 
 
 def _richest(cfg: Config, candidates: list[str]) -> str | None:
-    """The candidate with the most CUSA terms; the last listed among equals."""
+    """The candidate with the most CUSA terms among those standing for a paper row (``paper_method``
+    set; a table's diagnostic and deviation rows only when it has no paper row); the last listed
+    among equals."""
+    def rank(name: str) -> tuple[bool, int]:
+        return cfg.experiments[name].paper_method is not None, len(_terms(cfg, name))
+
     best = None
     for name in candidates:
-        if best is None or len(_terms(cfg, name)) >= len(_terms(cfg, best)):
+        if best is None or rank(name) >= rank(best):
             best = name
     return best
 

@@ -137,7 +137,8 @@ def prepare(setup: RunSetup) -> MethodRun:
         _check_coverage(image_store, setup.pairs["image_id"].tolist(), "image")
     if text_store is not None:
         _check_coverage(text_store, setup.pairs["text_id"].tolist(), "text")
-    logger.info("teacher shards: %s", ", ".join(repr(s) for s in (image_store, text_store) if s is not None) or "none")
+    stores = [repr(s) for s in (image_store, text_store) if s is not None]
+    logger.info("teachers: %s (from shards)", ", ".join(stores) or "none")
 
     def close() -> None:
         for store in (image_store, text_store):
