@@ -37,7 +37,8 @@ from softref.config import ExperimentConfig
 from softref.features import FeatureStore, ShardWriter
 from softref.models.student import Student
 from softref.train.data import Batch
-from softref.train.trainer import parameter_groups, training_losses
+from softref.train.methods.cusa import training_losses
+from softref.train.trainer import parameter_groups
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 1.05

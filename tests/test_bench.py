@@ -37,3 +37,18 @@ def test_every_part_runs_under_timeout_and_names_an_existing_helper() -> None:
     # The parts' limits (plus each one's grace before the kill) fit the 8 minutes.
     assert sum(int(limit) for _, limit, _ in parts) + 4 * 5 < 8 * 60
     assert 'timeout --kill-after="$KILL_AFTER" "$limit" "$@"' in text
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py")))
+def test_every_bench_script_starts(script: str) -> None:
+    """Each benchmark imports what it uses from softref and prints its help: a refactor that moves
+    a function must move the benchmark's import with it."""
+    import os
+    import sys
+
+    src = str(BENCH.parent / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    done = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
