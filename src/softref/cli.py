@@ -462,7 +462,9 @@ def cmd_teacher_diagnostics(args: argparse.Namespace) -> int:
         with FeatureStore.from_dir(directory, shard_kind) as store:
             features[modality] = store.get(pairs[column].tolist())
             teachers[modality] = str(store.attrs["teacher"])
-    result = soft_label_diagnostics(features, relevant, batch_size=args.batch_size, seed=args.seed,
+    # The default B is the demo's training batch, or every pair of a split smaller than that.
+    batch_size = args.batch_size if args.batch_size is not None else min(32, len(pairs))
+    result = soft_label_diagnostics(features, relevant, batch_size=batch_size, seed=args.seed,
                                     teacher_taus=args.teacher_tau or (1.0, 0.1), max_batches=args.max_batches,
                                     image_of_pair=pairs["image_id"].tolist())
     result = {"manifest_dir": str(args.manifest_dir), "split": args.split, "relevance": args.relevance,
@@ -662,7 +664,8 @@ def _add_teacher_diagnostics(sub: argparse._SubParsersAction) -> None:
                    help="what makes a caption true of an image (default identity)")
     p.add_argument("--facts", metavar="FILE", help="the demo's oracle_attributes.json (--relevance facts)")
     p.add_argument("--root", metavar="DIR", help="dataset root of the manifest's image paths (--relevance facts)")
-    p.add_argument("--batch-size", type=int, default=32, help="B (default 32, the demo's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="B (default 32, the demo's training batch, or the number of pairs when fewer)")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches' shuffle (default 0)")
     p.add_argument("--teacher-tau", type=float, action="append", metavar="T",
                    help="a teacher temperature; repeatable (default: 1.0, the paper's, and 0.1)")

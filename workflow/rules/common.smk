@@ -131,13 +131,10 @@ def diagnostics_facts(wildcards):
 
 
 def all_diagnostics(wildcards=None):
-    """The teacher diagnostics of every (dataset, image teacher, text teacher) pair."""
-    return [
-        paths.DIAGNOSTICS.format(dataset=d, teachers=f"{i}+{t}")
-        for d in CFG.datasets
-        for i in CFG.teachers_of(d, "image")
-        for t in CFG.teachers_of(d, "text")
-    ]
+    """The teacher diagnostics of every (dataset, image teacher + text teacher) pair an experiment trains with."""
+    pairs = sorted({(ex.dataset, ex.image_teacher, ex.text_teacher) for ex in CFG.experiments.values()
+                    if ex.image_teacher and ex.text_teacher})
+    return [paths.DIAGNOSTICS.format(dataset=d, teachers=f"{i}+{t}") for d, i, t in pairs]
 
 
 def references_params(wildcards):
