@@ -641,7 +641,8 @@ def train(
     teachers: Mapping[str, Any] | None = None,
     splits: Sequence[str] = ("train",), select: bool = True,
 ) -> TrainResult:
-    """Train one experiment's student; write checkpoint.pt, train_log.csv and last.pt in ``out_dir``.
+    """Train one experiment's student; write checkpoint.pt, train_log.csv and last.pt in ``out_dir``;
+    return a :class:`TrainResult`.
 
     Args:
         cfg: the experiment (method, loss weights, schedule, batch, seed, gather).
@@ -661,9 +662,6 @@ def train(
             run whose ``teacher_features`` compute a modality online loads that teacher from them.
         splits, select: the manifest splits trained on; whether to select the epoch of best val
             RSUM (False: validate nothing, publish the last epoch; :func:`retrain` uses both).
-
-    Returns:
-        :class:`TrainResult`.
 
     Raises:
         NonFiniteLossError: a loss term became NaN/inf (names the epoch, step and term).
