@@ -283,3 +283,20 @@ def test_long_runs_are_read_in_pieces(tmp_path: Path) -> None:
         np.testing.assert_array_equal(store.get(ids), feats)
         pick = list(range(100, 2500)) + [7, 2599, 7]
         np.testing.assert_array_equal(store.get([ids[i] for i in pick]), feats[pick])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_exponent_bit_check_agrees_with_isfinite(dtype) -> None:
+    """The read path's finiteness check (exponent bits) says what np.isfinite says, on normal,
+    subnormal, largest, NaN and +-inf values, in every float width the shards may hold."""
+    from softref.features.store import _all_finite
+
+    info = np.finfo(dtype)
+    specials = np.array([0.0, -0.0, info.tiny, info.tiny / 4, info.max, -info.max, 1.0], dtype=dtype)
+    rng = np.random.default_rng(0)
+    for bad in (None, np.nan, np.inf, -np.inf):
+        rows = np.concatenate([rng.standard_normal(60).astype(dtype), specials]).reshape(-1, 1)
+        if bad is not None:
+            rows[rng.integers(len(rows))] = bad
+        assert _all_finite(rows) == bool(np.isfinite(rows).all()), (dtype, bad)
+    assert _all_finite(rows[::2]) == bool(np.isfinite(rows[::2]).all())  # a strided view takes np.isfinite

@@ -45,6 +45,7 @@ six numbers, with its interval.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -209,13 +210,31 @@ def _run_eccv(model: torch.nn.Module, ckpt: Mapping[str, Any], ctx: dict[str, An
         )
         out["num_queries"] = {d: int(per_query[d]["R@1"].size) for d in ("i2t", "t2i")}
         out["eccv_dir"] = str(data_dir) if data_dir is not None else None
-        if ctx["positives"] is not None:
+        if data_dir is not None:
+            # The ground truth is the folder's: its extra positives are the pairs it adds to the original ones.
+            out["num_extra_positives"] = _eccv_extra_pairs(data_dir)
+        elif ctx["positives"] is not None:
             # The package holds the ground truth; the manifest's extra positives are counted for the record.
             positives = read_positives(ctx["positives"])
             inside = positives["text_id"].isin(set(items.text_ids)) & positives["image_id"].isin(set(items.image_ids))
             out["num_extra_positives"] = int(inside.sum())
     out["metrics"] = _eccv_rows(ctx, scores, per_query)
     return out
+
+
+def _eccv_extra_pairs(data_dir: Path) -> int:
+    """(caption, image) pairs of ``data_dir``'s eccv_caption_to_image.json that its
+    original_caption_to_image.json does not hold: the extra positives of an ECCV-format folder."""
+
+    def pairs(name: str) -> set[tuple[str, int]]:
+        path = Path(data_dir) / name
+        try:
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: expected ECCV Caption's caption -> images JSON ({exc})") from None
+        return {(str(c), int(i)) for c, images in mapping.items() for i in (images if isinstance(images, list) else [images])}
+
+    return len(pairs("eccv_caption_to_image.json") - pairs("original_caption_to_image.json"))
 
 
 UNI_FEATURES = ("encoder", "head")
