@@ -31,8 +31,12 @@ demo: install
 report: demo
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --report results/report.html
 
+# Two pytest workers (pytest-xdist); each test module stays on one worker (--dist loadfile), so the
+# module-scoped tiny DAGs of test_workflow.py and test_faults.py are built once. TEST_WORKERS=0 runs
+# in one process.
+TEST_WORKERS ?= 2
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 lint: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
