@@ -15,11 +15,12 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import softref
 from softref.runtime import prepend_path
 
-__all__ = ["launch_torchrun", "package_environment", "torchrun_command"]
+__all__ = ["launch_torchrun", "package_environment", "run_train_rule", "torchrun_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,3 +63,41 @@ def launch_torchrun(config: Path, experiment: str, processes: int, *, seed: int 
     if done.returncode != 0:
         raise RuntimeError(f"experiment {experiment!r}: torchrun with {processes} processes exited with "
                            f"{done.returncode}; the rule's log holds every process's output")
+
+
+def run_train_rule(smk: Any, cfg: Any, *, retrain: bool = False) -> None:
+    """The job of rule ``train`` (or ``retrain``): one run (experiment, seed) of the typed config ``cfg``.
+
+    With one GPU or none it trains in this process; when the profile grants more (resource ``gpu``),
+    the effective config is written beside the run and the same training runs under torchrun, one
+    process per GPU. A retrain trains again on train + val for the epochs its selection run
+    (``input.selection``) chose; both read the same inputs, teachers included (an online-teacher
+    experiment retrains with its teachers online too).
+    """
+    from softref.train.trainer import retrain as retrain_run
+    from softref.train.trainer import train
+    from softref.workflow import write_config
+
+    name, seed = smk.wildcards.experiment, int(smk.wildcards.seed)
+    ex = cfg.experiments[name].with_seed(seed)
+    inputs = smk.input
+    out_dir = Path(smk.output.checkpoint).parent
+    gpus = int(smk.resources.get("gpu", 0) or 0)
+    if gpus > 1:
+        config_path = write_config(smk.config, out_dir / "config.yaml")
+        # results/runs/{experiment}/seed-{seed}[/trainval]: the results folder is 3 (4) levels up.
+        launch_torchrun(config_path, name, gpus, seed=seed, results=out_dir.parents[3 if retrain else 2],
+                        retrain=retrain)
+        return
+    data = (Path(cfg.datasets[ex.dataset].root), Path(inputs.images), Path(inputs.texts),
+            [Path(p) for p in inputs.get("image_shards", [])], [Path(p) for p in inputs.get("text_shards", [])],
+            out_dir)
+    options = {
+        "references": Path(inputs.references) if inputs.get("references") else None,
+        "neighbours": Path(inputs.neighbours) if inputs.get("neighbours") else None,
+        "teachers": cfg.teachers,
+    }
+    if retrain:
+        retrain_run(ex, cfg.students[ex.student], Path(inputs.selection), *data, **options)
+    else:
+        train(ex, cfg.students[ex.student], *data, **options)
