@@ -37,7 +37,7 @@ from softref.config import ExperimentConfig
 from softref.models.student import Student
 from softref.train.data import Batch
 from softref.train.methods.cusa import training_losses
-from softref.train.trainer import parameter_groups
+from softref.train.trainer import make_optimizer, parameter_groups
 
 _WORDS = ("a man woman dog cat red blue green white black small large wooden old young sitting standing "
           "running on in next to the with holding table street field grass water bench car bus train").split()
@@ -71,7 +71,7 @@ def run_precision(name: str, args: argparse.Namespace, device: torch.device) -> 
     torch.manual_seed(0)
     student = Student(args.architecture, None).to(device)
     student.train()
-    optimizer = torch.optim.AdamW(parameter_groups(student, 1e-4), lr=1e-5)
+    optimizer = make_optimizer(parameter_groups(student, 1e-4), 1e-5, device)
     cfg = ExperimentConfig(name="bench", dataset="bench", student="bench", method="cusa", gather=False,
                            image_teacher="bench-images", text_teacher="bench-texts")
     batch = _host_batch(student, args.batch_size, args.image_dim, args.text_dim, seed=0)

@@ -29,7 +29,7 @@ from PIL import Image
 from softref.losses.mmref import identity_contrastive_loss
 from softref.models.student import Student
 from softref.train.augment import augmentation, item_generator
-from softref.train.trainer import parameter_groups
+from softref.train.trainer import make_optimizer, parameter_groups
 
 
 def _variant(architecture: str, image_size: tuple[int, int] | None, batch: int) -> dict:
@@ -40,7 +40,7 @@ def _variant(architecture: str, image_size: tuple[int, int] | None, batch: int) 
     captions = [f"a person in a {c} shirt with {b} shoes" for c, b in zip(["red", "blue"] * batch, ["black"] * batch)]
     return {
         "name": f"{size[0]} x {size[1]}", "student": student, "size": size,
-        "optimizer": torch.optim.AdamW(parameter_groups(student, 1e-4), lr=1e-5),
+        "optimizer": make_optimizer(parameter_groups(student, 1e-4), 1e-5, torch.device("cpu")),
         "images": torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)),
         "tokens": student.tokenize(captions[:batch]),
         "identities": torch.arange(batch) // 2,

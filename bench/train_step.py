@@ -38,7 +38,7 @@ from softref.features import FeatureStore, ShardWriter
 from softref.models.student import Student
 from softref.train.data import Batch
 from softref.train.methods.cusa import training_losses
-from softref.train.trainer import parameter_groups
+from softref.train.trainer import make_optimizer, parameter_groups
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 1.05
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     student = Student(args.architecture, None).to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(student, 1e-4), lr=1e-5)
+    optimizer = make_optimizer(parameter_groups(student, 1e-4), 1e-5, device)
     size = student.image_size if isinstance(student.image_size, int) else student.image_size[0]
     batch_size = args.batch_size
     images = torch.randn(batch_size, 3, size, size)

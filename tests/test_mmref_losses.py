@@ -217,6 +217,11 @@ def test_reconstruction_loss_averages_over_masked_tokens():
     got = reconstruction_loss(logits, labels)
     assert got.item() == pytest.approx(sum(expected) / 3, rel=1e-5)
     assert reconstruction_loss(logits.half(), labels).dtype == torch.float32
+    # The (N, V) form of the masked positions only gives the same value.
+    masked = labels != -100
+    assert reconstruction_loss(logits[masked], labels[masked]).item() == pytest.approx(sum(expected) / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="labels"):
+        reconstruction_loss(logits[masked], labels)
 
 
 def test_reconstruction_loss_checks_its_inputs():

@@ -262,6 +262,39 @@ def test_reconstruction_gradients_reach_the_bank_rows_used():
     assert feats.grad is not None and float(feats.grad.abs().sum()) > 0
 
 
+def test_masked_positions_only_give_the_same_logits_loss_and_gradients():
+    torch.manual_seed(3)
+    feats = torch.randn(3, 6, 16)
+    index = torch.tensor([0, 2, 1])
+    labels = torch.full((3, 6), IGNORE_INDEX)
+    labels[0, 1], labels[1, 4], labels[1, 5], labels[2, 0] = 7, 3, 29, 11
+    positions = labels != IGNORE_INDEX
+    grads, losses = [], []
+    for subset in (False, True):
+        torch.manual_seed(0)
+        head = MMRefHead(4, 8, 16, 30, heads=2)
+        logits = head.reconstruct(feats, index, positions=positions if subset else None)
+        if subset:
+            assert logits.shape == (4, 30)
+            loss = reconstruction_loss(logits, labels[positions])
+        else:
+            assert logits.shape == (3, 6, 30)
+            full = logits.detach()
+            loss = reconstruction_loss(logits, labels)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in head.parameters() if p.grad is not None]))
+        if subset:
+            torch.testing.assert_close(logits.detach(), full[positions])
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(grads[0], grads[1])
+    head = MMRefHead(4, 8, 16, 30, heads=2)
+    with pytest.raises(ValueError, match="positions"):
+        head.reconstruct(feats, index, positions=positions[:, :5])
+    with pytest.raises(ValueError, match="positions"):
+        head.reconstruct(feats, index, positions=positions.long())
+
+
 def test_padding_keys_do_not_change_the_other_positions():
     torch.manual_seed(0)
     head = MMRefHead(4, 8, 16, 30, heads=2).eval()

@@ -230,22 +230,25 @@ def reconstruction_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy of the MLM head, averaged over the masked tokens (labels != -100).
 
     Args:
-        logits: (B, L, V) logits of :meth:`~softref.models.mmref.MMRefHead.reconstruct`.
+        logits: (B, L, V) logits of :meth:`~softref.models.mmref.MMRefHead.reconstruct`, or
+            (N, V) logits of the N masked positions only (its ``positions`` argument).
         labels: (B, L) int64: the original id at masked positions, -100 elsewhere
-            (:func:`~softref.models.mmref.mask_tokens`).
+            (:func:`~softref.models.mmref.mask_tokens`); (N,) with (N, V) logits.
+
+    Both forms give the same value for the same masked positions.
 
     Raises:
         ValueError: on shape mismatch, or when no position is masked (the mean is undefined).
     """
-    if not isinstance(logits, Tensor) or logits.dim() != 3 or not logits.is_floating_point():
+    if not isinstance(logits, Tensor) or logits.dim() not in (2, 3) or not logits.is_floating_point():
         found = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"logits: expected a float (B, L, V) tensor, found {found}")
-    if not isinstance(labels, Tensor) or tuple(labels.shape) != tuple(logits.shape[:2]):
+        raise ValueError(f"logits: expected a float (B, L, V) or (N, V) tensor, found {found}")
+    if not isinstance(labels, Tensor) or tuple(labels.shape) != tuple(logits.shape[:-1]):
         found = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels: expected shape {tuple(logits.shape[:2])}, found {found}")
+        raise ValueError(f"labels: expected shape {tuple(logits.shape[:-1])}, found {found}")
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise ValueError(f"labels: expected integer token ids, found dtype {labels.dtype}")
-    vocab = logits.shape[2]
+    vocab = logits.shape[-1]
     labels = labels.to(device=logits.device, dtype=torch.int64)
     target = labels != _IGNORE_INDEX
     if not bool(target.any()):
@@ -326,7 +329,8 @@ def mmref_objective(
         head: the :class:`~softref.models.mmref.MMRefHead` (its ``bank`` is R).
         identity_index: (B,) bank row of each pair's identity.
         cfg: an object with the attributes of ``MMRefConfig``.
-        mlm_logits, mlm_labels: (B, L, V) logits and (B, L) labels of the masked captions;
+        mlm_logits, mlm_labels: (B, L, V) logits and (B, L) labels of the masked captions, or
+            (N, V) and (N,) at the N masked positions (:func:`reconstruction_loss`);
             required when ``cfg.local_reconstruction`` (ignored otherwise).
         teacher_references: (M, D_t) teacher multi-modal references aligned with the bank;
             required when ``cfg.soft_targets`` (ignored otherwise).

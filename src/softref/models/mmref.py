@@ -392,7 +392,10 @@ class MMRefHead(nn.Module):
         others = torch.sort(sims, dim=1, descending=True, stable=True).indices[:, : self.reconstruction_context - 1]
         return torch.cat([index[:, None], others], dim=1)
 
-    def reconstruct(self, token_features: Tensor, identity_index: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+    def reconstruct(
+        self, token_features: Tensor, identity_index: Tensor, padding_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
         """Masked-token logits from the token features of masked captions and their identities.
 
         Args:
@@ -400,9 +403,14 @@ class MMRefHead(nn.Module):
             identity_index: (B,) bank row of each caption's identity.
             padding_mask: optional (B, L) bool, True at padding positions (ignored as keys of
                 the self-attention, as ``key_padding_mask`` of ``nn.MultiheadAttention``).
+            positions: optional (B, L) bool, the positions whose logits are wanted (the masked
+                tokens). The MLM head then runs on those N positions only: the same logits
+                as the full (B, L, V) output there, without the (B, L, V) product that
+                dominates the step (V is 49,408 for CLIP's vocabulary).
 
         Returns:
-            (B, L, V) logits (loss in :func:`softref.losses.mmref.reconstruction_loss`).
+            (B, L, V) logits, or (N, V) with ``positions`` (row-major order of the True
+            entries); the loss is :func:`softref.losses.mmref.reconstruction_loss`.
         """
         if not isinstance(token_features, Tensor) or token_features.dim() != 3:
             found = tuple(token_features.shape) if isinstance(token_features, Tensor) else type(token_features).__name__
@@ -429,4 +437,11 @@ class MMRefHead(nn.Module):
         x = x + self.ffn1(self.ln_ffn1(x))
         x = x + self.cross_attn(self.ln_cross(x), kv, kv, need_weights=False)[0]
         x = x + self.ffn2(self.ln_ffn2(x))
+        if positions is not None:
+            if tuple(positions.shape) != (batch, length) or positions.dtype != torch.bool:
+                raise ValueError(
+                    f"positions: expected a ({batch}, {length}) bool tensor, found {tuple(positions.shape)} "
+                    f"of dtype {positions.dtype}"
+                )
+            x = x[positions.to(x.device)]
         return self.mlm_head(x)

@@ -97,6 +97,7 @@ __all__ = [
     "retrain",
     "selected_epoch",
     "parameter_groups",
+    "make_optimizer",
     "cosine_schedule",
     "seed_everything",
 ]
@@ -192,6 +193,18 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
         {"params": decay, "weight_decay": float(weight_decay)},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def make_optimizer(groups: list[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over ``groups``; torch's fused kernel on CPU and CUDA.
+
+    The same update as the default implementation (up to float rounding), one kernel over all
+    parameters instead of a loop: on the CPU the default took 64 ms a step for the demo's tiny
+    student, whose 49,408 x 128 token embedding is 78 % of its parameters, the fused one 9 ms
+    (``python bench/optimizer.py``; README, Performance).
+    """
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 def _temperatures(student: nn.Module) -> dict[str, float]:
@@ -366,7 +379,7 @@ def _setup(ctx: DistributedContext, cfg: ExperimentConfig, student_cfg: StudentC
         run_config["inputs"]["training"] = {"splits": list(splits), "select": select}
     return _Run(
         cfg=cfg, ctx=ctx, out_dir=out_dir, student=student, method=method,
-        optimizer=torch.optim.AdamW(groups, lr=cfg.lr), lr_schedule=cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs),
+        optimizer=make_optimizer(groups, cfg.lr, ctx.device), lr_schedule=cosine_schedule(cfg.lr, cfg.min_lr, cfg.epochs),
         run_config=run_config, val_items=val_items, dataset_root=Path(inputs["dataset_root"]),
         loader=make_loader(augmented or items, sampler, method.collator, num_workers=cfg.num_workers,
                            pin_memory=ctx.device.type == "cuda"),

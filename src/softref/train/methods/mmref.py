@@ -54,9 +54,13 @@ def mmref_losses(
             batch.tokens, mask_prob=cfg.mmref.mask_prob, mask_token_id=scheme.mask_token_id,
             vocab_size=scheme.vocab_size, special_ids=scheme.special_ids, pad_id=scheme.pad_token_id,
         )
+        # The MLM head on the masked positions only: same loss, ~7x less of the step's largest product.
+        positions = labels != -100
         logits = head.reconstruct(
-            text_token_features(student, masked), identity_index, padding_mask=batch.tokens == scheme.pad_token_id
+            text_token_features(student, masked), identity_index, padding_mask=batch.tokens == scheme.pad_token_id,
+            positions=positions,
         )
+        labels = labels[positions]
     if cfg.gather:
         for key in ("image_emb", "text_emb"):
             out[key] = gather_with_grad(out[key])
