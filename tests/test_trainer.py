@@ -18,7 +18,15 @@ from softref.data.synthetic import synthesize_demo
 from softref.features import FeatureStore, ShardError, ShardWriter
 from softref.train import NonFiniteLossError, train
 from softref.train.data import EpochBatchSampler, load_pairs
-from softref.train.trainer import LOG_COLUMNS, MEASURED_COLUMNS, cosine_schedule, parameter_groups
+from softref.train.trainer import (
+    LOG_COLUMNS,
+    MEASURED_COLUMNS,
+    cosine_schedule,
+    make_optimizer,
+    mean_direction_norm,
+    parameter_groups,
+    warn_if_collapsed,
+)
 
 BATCH = 4
 STUDENT = StudentConfig(name="tiny", architecture="softref-tiny")
@@ -279,6 +287,37 @@ def test_schedule_and_parameter_groups() -> None:
     assert {"tau", "tau_c", "tau_image", "tau_text"} <= no_decay_names
     assert all(n.endswith("bias") or student.get_parameter(n).ndim < 2 for n in no_decay_names)
     assert "clip.logit_scale" not in no_decay_names  # frozen: not optimised
+
+
+def test_collapsed_embeddings_are_reported(caplog) -> None:
+    generator = torch.Generator().manual_seed(0)
+    spread = torch.randn(200, 16, generator=generator)
+    assert mean_direction_norm(spread) < 0.3
+    one_way = torch.randn(1, 16, generator=generator) + 1e-3 * torch.randn(200, 16, generator=generator)
+    assert mean_direction_norm(one_way) > 0.999
+    with caplog.at_level("WARNING", logger="softref.train.trainer"):
+        assert not warn_if_collapsed(spread, one_way, "val 1")
+        assert not caplog.records
+        assert warn_if_collapsed(one_way, 3.0 * one_way, "val 2")
+    assert "val 2: the student's embeddings have collapsed" in caplog.text
+    assert "lower learning rate" in caplog.text
+
+
+def test_the_fused_optimizer_makes_the_default_update() -> None:
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(50, 8)) for _ in range(2)]
+    with torch.no_grad():
+        weights[1].copy_(weights[0])
+    default = torch.optim.AdamW([weights[0]], lr=1e-2, weight_decay=1e-2)
+    fused = make_optimizer([{"params": [weights[1]], "weight_decay": 1e-2}], 1e-2, torch.device("cpu"))
+    assert fused.defaults["fused"] is True
+    for _ in range(5):
+        grad = torch.randn(50, 8)
+        for weight, optimizer in zip(weights, (default, fused)):
+            weight.grad = grad.clone()
+            optimizer.step()
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(weights[0].detach(), torch.zeros(50, 8))
 
 
 def test_batch_positives_cover_every_caption_of_an_image(bench: dict) -> None:

@@ -98,6 +98,8 @@ __all__ = [
     "selected_epoch",
     "parameter_groups",
     "make_optimizer",
+    "mean_direction_norm",
+    "warn_if_collapsed",
     "cosine_schedule",
     "seed_everything",
 ]
@@ -509,12 +511,41 @@ def _train_epoch(run: _Run, epoch: int, step: int) -> tuple[int, dict[str, Any] 
     return step, row
 
 
+#: Norm of the mean unit embedding above which a modality's embeddings count as collapsed.
+COLLAPSE_NORM = 0.99
+
+
+def mean_direction_norm(embeddings: Tensor) -> float:
+    """|mean of the L2-normalised rows|: 1 when every row points the same way, about
+    1/sqrt(N) for N random directions."""
+    unit = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)
+    return float(unit.mean(dim=0).norm())
+
+
+def warn_if_collapsed(image_emb: Tensor, text_emb: Tensor, desc: str) -> bool:
+    """Warn when both modalities' val embeddings point (nearly) one way: every score then ties
+    and the contrastive loss sits at ln(batch), the value of constant embeddings, with almost
+    no gradient to leave it. The person demo's students did so within 6 steps at lr 1e-3
+    (norms 0.9986 and 0.9999) and trained at 3e-4. Returns whether it warned."""
+    norms = mean_direction_norm(image_emb), mean_direction_norm(text_emb)
+    if min(norms) <= COLLAPSE_NORM:
+        return False
+    logger.warning(
+        "%s: the student's embeddings have collapsed (norm of the mean unit embedding: images %.4f, texts "
+        "%.4f; 1 means all identical, above %.2f counts as collapsed): retrieval is at chance and the "
+        "contrastive loss sits near ln(batch size). A lower learning rate (or a pretrained student) avoids it.",
+        desc, norms[0], norms[1], COLLAPSE_NORM,
+    )
+    return True
+
+
 def _val_metrics(run: _Run, items: Any, desc: str) -> dict[str, float]:
     """R@1/5/10 and RSUM of the student on ``items`` (val), with the method's relevance, as
     :data:`VAL_COLUMNS`; the score matrix and its ranking on the run's device."""
     image_emb, text_emb = encode_split(run.student, items, run.dataset_root, batch_size=run.cfg.batch_size,
                                        device=run.device, num_workers=run.cfg.num_workers, desc=desc)
     val = image_text_metrics(image_emb, text_emb, run.method.relevance(items), device=run.device)
+    warn_if_collapsed(image_emb, text_emb, desc)
     run.student.train()
     out = {f"val_{d}_R@{k}": val[d][f"R@{k}"] for d in ("i2t", "t2i") for k in KS}
     out["val_rsum"] = val["rsum"]
