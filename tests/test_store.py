@@ -300,3 +300,18 @@ def test_exponent_bit_check_agrees_with_isfinite(dtype) -> None:
             rows[rng.integers(len(rows))] = bad
         assert _all_finite(rows) == bool(np.isfinite(rows).all()), (dtype, bad)
     assert _all_finite(rows[::2]) == bool(np.isfinite(rows[::2]).all())  # a strided view takes np.isfinite
+
+
+def test_exponent_bit_check_finds_a_bad_value_in_any_block() -> None:
+    """The check runs in blocks of _FINITE_BLOCK values: a NaN or inf in the first, a middle or
+    the last (partial) block is found, and an all-finite array of several blocks passes."""
+    from softref.features.store import _FINITE_BLOCK, _all_finite
+
+    size = 2 * _FINITE_BLOCK + 123
+    rows = np.random.default_rng(1).standard_normal(size).astype(np.float16).reshape(-1, 1)
+    assert _all_finite(rows)
+    for at in (0, _FINITE_BLOCK - 1, _FINITE_BLOCK, size - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            broken = rows.copy()
+            broken[at] = bad
+            assert not _all_finite(broken), (at, bad)
