@@ -154,3 +154,24 @@ def test_update_between_markers_keeps_the_rest():
     assert update_between_markers(text, f"{BEGIN}\ny\n{END}\n") == f"a\n{BEGIN}\ny\n{END}\nb\n"
     with pytest.raises(ValueError, match="markers are missing"):
         update_between_markers("a\n", "x")
+
+
+def test_job_times_per_rule_come_from_the_benchmark_files(tmp_path: Path):
+    cfg = _config()
+    for seed in (1, 2, 3):
+        _write(tmp_path / "results", "row", seed, 110.0 + seed)
+        _write(tmp_path / "results", "base", seed, 100.0 + 2 * seed)
+    bench = tmp_path / "benchmarks"
+    for rule, job, seconds in (("train", "row/seed-1", 30.0), ("train", "row/seed-2", 50.0),
+                               ("evaluate", "row/seed-1/b", 20.0)):
+        path = bench / rule / f"{job}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{seconds}\t0:00:30\t100.0\t{seconds}\n")
+    block = report_markdown(cfg, tmp_path / "results", benchmarks=bench)
+    assert "3 timed jobs, 100 s in all" in block
+    assert "| train | 2 | 80 | 80 % | 40.0 | 50.0 |" in block
+    assert "| evaluate | 1 | 20 | 20 % | 20.0 | 20.0 |" in block
+    assert block.index("| train |") < block.index("| evaluate |")
+    assert "Job time" not in report_markdown(cfg, tmp_path / "results")
+    with pytest.raises(ValueError, match="no benchmark file"):
+        report_markdown(cfg, tmp_path / "results", benchmarks=tmp_path / "empty")

@@ -389,7 +389,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not cfg.report.questions:
         raise ValueError(f"{args.config}: report.questions is empty; nothing to answer")
     wall = None if args.wall_minutes is None else 60.0 * args.wall_minutes
-    block = report_markdown(cfg, args.results, wall_seconds=wall)
+    block = report_markdown(cfg, args.results, wall_seconds=wall, benchmarks=args.benchmarks)
     if args.update:
         target = Path(args.update)
         text = target.read_text(encoding="utf-8")  # FileNotFoundError names the file
@@ -638,6 +638,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--update", metavar="FILE", help="rewrite FILE's block between the markers instead of printing")
     p.add_argument("--wall-minutes", type=float, default=None, metavar="M",
                    help="the run's measured wall time, stated beside the numbers")
+    p.add_argument("--benchmarks", default=None, metavar="DIR",
+                   help="the run's Snakemake benchmark folder (e.g. benchmarks): adds its job time per rule")
     p.set_defaults(func=cmd_report)
 
 

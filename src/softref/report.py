@@ -138,8 +138,25 @@ def _diagnostics(results: Path) -> list[str]:
     return lines
 
 
-def report_markdown(cfg: Any, results: str | Path = paths.RESULTS, *, wall_seconds: float | None = None) -> str:
-    """The answers to ``cfg``'s report questions as Markdown, with the commit and machine."""
+def _job_times(benchmarks: Path) -> list[str]:
+    """The run's job time per rule from Snakemake's ``benchmarks/`` files, as Markdown lines."""
+    from softref.figures.timings import per_rule, read_benchmarks
+
+    summary = per_rule(read_benchmarks(benchmarks))
+    total = float(summary["total_s"].sum())
+    lines = ["", f"Job time per rule (`{benchmarks}/`, Snakemake's benchmark files): {int(summary['jobs'].sum())} "
+             f"timed jobs, {total:,.0f} s in all.", "",
+             "| rule | jobs | seconds | share | mean | slowest |", "|---|---:|---:|---:|---:|---:|"]
+    for rule, row in summary.iterrows():
+        lines.append(f"| {rule} | {int(row['jobs'])} | {row['total_s']:,.0f} | {100 * row['total_s'] / total:.0f} % | "
+                     f"{row['mean_s']:.1f} | {row['max_s']:.1f} |")
+    return lines
+
+
+def report_markdown(cfg: Any, results: str | Path = paths.RESULTS, *, wall_seconds: float | None = None,
+                    benchmarks: str | Path | None = None) -> str:
+    """The answers to ``cfg``'s report questions as Markdown, with the commit and machine; with
+    ``benchmarks`` (the run's Snakemake benchmark folder) also its job time per rule."""
     results = Path(results)
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""
@@ -153,6 +170,8 @@ def report_markdown(cfg: Any, results: str | Path = paths.RESULTS, *, wall_secon
         lines.append(f"| {a.question} | {a.difference:+.2f} {interval} | {a.verdict} | {len(a.seeds)} | "
                      f"{a.row:.2f} | {a.baseline:.2f} |")
     lines += _diagnostics(results)
+    if benchmarks is not None:
+        lines += _job_times(Path(benchmarks))
     lines += ["", END]
     return "\n".join(lines) + "\n"
 

@@ -17,7 +17,7 @@ import pandas as pd
 from softref.figures.style import figure, save
 from softref.files import write_text_atomic
 
-__all__ = ["plot_timings", "read_benchmarks", "timings_height", "timings_html"]
+__all__ = ["per_rule", "plot_timings", "read_benchmarks", "timings_height", "timings_html"]
 
 
 def read_benchmarks(folder: Path) -> pd.DataFrame:
@@ -37,7 +37,8 @@ def read_benchmarks(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
+def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Per rule (the index, by total time, largest first): jobs, total_s, mean_s, max_s, max_rss_mb."""
     summary = jobs.groupby("rule").agg(jobs=("s", "size"), total_s=("s", "sum"), mean_s=("s", "mean"),
                                        max_s=("s", "max"), max_rss_mb=("max_rss", "max"))
     return summary.sort_values("total_s", ascending=False)
@@ -50,7 +51,7 @@ def timings_height(num_rules: int) -> float:
 
 def plot_timings(jobs: pd.DataFrame, *, out: Path, dpi: int) -> Path:
     """Total wall seconds per rule (bars), with the job count and the slowest job beside each."""
-    summary = _per_rule(jobs)
+    summary = per_rule(jobs)
     with figure(timings_height(len(summary))) as (fig, axes):
         ax = axes[0, 0]
         y = range(len(summary))
@@ -68,7 +69,7 @@ def plot_timings(jobs: pd.DataFrame, *, out: Path, dpi: int) -> Path:
 
 def timings_html(jobs: pd.DataFrame, out: Path) -> Path:
     """The per-rule summary and every job's line as a standalone HTML page."""
-    summary = _per_rule(jobs).reset_index()
+    summary = per_rule(jobs).reset_index()
 
     def table(frame: pd.DataFrame) -> str:
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)

@@ -201,12 +201,12 @@ def make_optimizer(groups: list[dict[str, Any]], lr: float, device: torch.device
     """AdamW over ``groups``; torch's fused kernel on CPU and CUDA.
 
     The same update as the default implementation (up to float rounding), one kernel over all
-    parameters instead of a loop: on the CPU the default took 64 ms a step for the demo's tiny
-    student, whose 49,408 x 128 token embedding is 78 % of its parameters, the fused one 9 ms
-    (``python bench/optimizer.py``; README, Performance).
+    parameters instead of a loop: on one CPU thread the default took 68 ms a step for the demo's
+    tiny student, whose 49,408 x 128 token embedding is 78 % of its parameters, the fused one
+    10 ms (``python bench/optimizer.py``). Other devices get torch's default implementation.
     """
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+    fused = True if device.type in ("cpu", "cuda") else None
+    return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
 
 def _temperatures(student: nn.Module) -> dict[str, float]:
@@ -557,8 +557,8 @@ def _val_metrics(run: _Run, items: Any, desc: str, check_collapse: bool = False)
 
 def _validate(run: _Run, epoch: int) -> dict[str, float]:
     """The epoch's validation: on the val split, or its first images with ``val_max_images``."""
-    # From the second epoch: after one epoch from random weights every demo student pointed one way
-    # (19 of 30 runs above the threshold, learning runs included), and none did later unless collapsed.
+    # From the second epoch: after their first epoch from random weights 19 of the demo's 30
+    # students were above the threshold while learning; none was later unless it had collapsed.
     return _val_metrics(run, run.val_items, f"val {epoch}", check_collapse=epoch >= 2)
 
 

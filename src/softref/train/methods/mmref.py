@@ -23,7 +23,14 @@ from torch import Tensor, nn
 from softref.checkpoints import plain_config
 from softref.config import ExperimentConfig
 from softref.losses.mmref import mmref_objective
-from softref.models.mmref import MMRefHead, TokenScheme, mask_tokens, text_token_features, token_scheme_for
+from softref.models.mmref import (
+    IGNORE_INDEX,
+    MMRefHead,
+    TokenScheme,
+    mask_tokens,
+    text_token_features,
+    token_scheme_for,
+)
 from softref.train.data import Batch, BatchCollator
 from softref.train.distributed import gather_no_grad, gather_with_grad
 from softref.train.methods import MethodRun, RunSetup
@@ -55,7 +62,7 @@ def mmref_losses(
             vocab_size=scheme.vocab_size, special_ids=scheme.special_ids, pad_id=scheme.pad_token_id,
         )
         # The MLM head on the masked positions only: same loss, ~7x less of the step's largest product.
-        positions = labels != -100
+        positions = labels != IGNORE_INDEX
         logits = head.reconstruct(
             text_token_features(student, masked), identity_index, padding_mask=batch.tokens == scheme.pad_token_id,
             positions=positions,
