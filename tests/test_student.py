@@ -272,3 +272,44 @@ def test_load_student_rebuilds_size_and_temperature(inputs, tmp_path):
     model.eval()
     with torch.no_grad():
         assert torch.equal(loaded.encode_image(images), model.encode_image(images))
+
+
+def test_a_convolutional_tower_runs_channels_last_with_the_same_outputs_and_gradients(tmp_path):
+    """softref-tiny-rn (a ResNet) trains and evaluates in the channels-last layout: its conv weights
+    are stored so and its inputs converted by a hook, whatever layout the caller gives. Against the
+    default layout with the same weights: the same embeddings and gradients up to float rounding,
+    and a checkpoint of either loads into the other. A ViT keeps the default layout."""
+    torch.manual_seed(0)
+    default = Student("softref-tiny-rn", channels_last=False)
+    last = Student("softref-tiny-rn")
+    last.load_state_dict(default.state_dict())
+    assert last.channels_last and not default.channels_last
+    assert last.clip.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not last.clip.visual.conv1.weight.is_contiguous()
+    assert default.clip.visual.conv1.weight.is_contiguous()
+    assert not Student("softref-tiny").channels_last  # one Conv2d: the patch embedding
+
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randn(4, 3, 64, 64, generator=gen)
+    tokens = default.tokenize(["a red cube", "a blue ball", "two green cones", "a white ring"])
+    for model in (default, last):
+        out = model(images, tokens)
+        contrastive = F.cross_entropy(out["image_emb"] @ out["text_emb"].T / out["tau"], torch.arange(4))
+        contrastive.backward()
+    with torch.no_grad():
+        assert torch.allclose(default(images, tokens)["image_emb"], last(images, tokens)["image_emb"], atol=1e-5)
+    for (name, a), (_, b) in zip(default.named_parameters(), last.named_parameters()):
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5), name
+
+    config = {"student": {"name": "tiny", "architecture": "softref-tiny-rn"}, "experiment": {"name": "e"}}
+    save_checkpoint({"model": last.state_dict(), "config": config}, tmp_path / "checkpoint.pt")
+    loaded, _ = load_student(tmp_path / "checkpoint.pt")
+    assert loaded.channels_last
+    default.load_state_dict(loaded.state_dict())  # and back into the default layout
+    default.eval()
+    last.eval()
+    with torch.no_grad():
+        nchw = images.contiguous()
+        assert torch.equal(loaded.encode_image(nchw), last.encode_image(nchw))
+        assert torch.allclose(default.encode_image(nchw), loaded.encode_image(nchw), atol=1e-5)
