@@ -41,9 +41,12 @@ fetch: teacher fetch per batch of ``--batch-size`` (128) against the raw read of
     them, the measure of the earlier note (what h5py has to read).
     The fetch is ``FeatureStore.get(ids, dtype=None)``, what ``BatchCollator`` calls (rows in
     request order, repeats included, in the stored float16; the float32 cast is ``Batch.to``'s,
-    on the device). Beside them, for reference: the previous read path (h5py row slices, then a
-    float32 cast on the host), and for the text rows the other options weighed: a memory map of
-    the shards (a row copy each) and the whole text features in RAM (a numpy gather).
+    on the device). The fetch checks a row for NaN/inf the first time its store reads it: the warm
+    reads (rows read once before) skip the check, as a training's epochs after the first do; the
+    cold reads (rows not read before) include it, as epoch 1 does. Beside them, for reference:
+    the previous read path (h5py row slices, then a float32 cast on the host), and for the text
+    rows the other options weighed: a memory map of the shards (a row copy each) and the whole
+    text features in RAM (a numpy gather).
     Warm: every batch's rows were read once before (page cache), and each read is timed
     ``--repeats`` times, the best kept (other jobs on the cores stretch single runs at random);
     both into buffers allocated before (the read path alone) and into memory each call allocates

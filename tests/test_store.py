@@ -315,3 +315,34 @@ def test_exponent_bit_check_finds_a_bad_value_in_any_block() -> None:
             broken = rows.copy()
             broken[at] = bad
             assert not _all_finite(broken), (at, bad)
+
+
+def test_each_row_is_checked_for_nan_the_first_time_this_process_reads_it(tmp_path, monkeypatch) -> None:
+    """The NaN/inf check runs on a batch holding a row this process has not read before, and not on a
+    batch of rows all checked already (a complete shard never changes): later epochs skip it. A row
+    found non-finite is never marked checked, so asking for it again raises again."""
+    from softref.features import store as store_module
+
+    d, ids, feats, _ = make_dir(tmp_path, n=30, dim=4, num_shards=2)
+    calls = []
+    real = store_module._all_finite
+    monkeypatch.setattr(store_module, "_all_finite", lambda rows: calls.append(len(rows)) or real(rows))
+    with FeatureStore.from_dir(d, "texts") as store:
+        np.testing.assert_array_equal(store.get(ids[:5]), feats[:5])
+        np.testing.assert_array_equal(store.get(ids[4::-1]), feats[4::-1])  # the same rows: not checked again
+        assert calls == [5]
+        np.testing.assert_array_equal(store.get(ids[3:7]), feats[3:7])  # two rows new: the batch is checked
+        assert calls == [5, 4]
+        store.get(ids[3:7], dtype=np.float16)
+        assert calls == [5, 4]
+
+    paths = sorted(d.glob("texts-*.h5"))
+    with h5py.File(paths[1], "r+") as f:
+        f["features"][0, 1] = np.nan
+    bad = store_module.shard_paths(d, "texts")[1]
+    with FeatureStore.from_dir(d, "texts") as store:
+        first = store._row_ids(int(store._offsets[1]), int(store._offsets[1]) + 1)[0]
+        for _ in range(2):
+            with pytest.raises(ShardError, match=rf"{bad.name}: row 0 \(id '{first}'\) holds non-finite"):
+                store.get([ids[0], first])
+        np.testing.assert_array_equal(store.get(ids[:1]), feats[:1])

@@ -53,6 +53,9 @@ def test_string_index_longer_and_nul_queries_are_no_key() -> None:
     index = StringIndex(["abc", "a"])
     # A query longer than every key must not be cut to a key; "a\x00" must not read as "a".
     assert index.lookup(["abcd", "abc", "a\x00", "\x00", "a"]).tolist() == [-1, 0, -1, -1, 1]
+    # The same without a NUL query: ASCII batches take the one-cast path, which must refuse them too.
+    assert index.lookup(["abcd", "abc", "abcdefgh", "a", "ab", ""]).tolist() == [-1, 0, -1, 1, -1, -1]
+    assert index.lookup(["abcd"]).tolist() == [-1] and index.lookup(["é", "abc"]).tolist() == [-1, 0]
     with pytest.raises(ValueError, match="contains NUL"):
         StringIndex(["ok", "bad\x00"])
     empty = StringIndex([])

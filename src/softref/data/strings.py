@@ -143,23 +143,31 @@ class StringIndex:
 
         For arrays aligned with the sorted keys: ``other[find(q)]``.
         """
-        out = np.full(len(queries), -1, dtype=np.int64)
         if len(queries) == 0 or len(self.keys) == 0:
-            return out
-        encoded = [q.encode("utf-8") for q in queries]
+            return np.full(len(queries), -1, dtype=np.int64)
         width = self.keys.dtype.itemsize
-        # A query longer than every key is no key (cast to the keys' width it would be cut), and
-        # an ``S`` array drops trailing NULs ("a\x00" would read as "a"; keys have no NUL).
-        if max(map(len, encoded)) <= width and b"\x00" not in b"".join(encoded):
-            candidates, where = np.array(encoded, dtype=self.keys.dtype), None
-        else:
-            fits = [len(e) <= width and b"\x00" not in e for e in encoded]
-            candidates = np.array([e for e, ok in zip(encoded, fits) if ok], dtype=self.keys.dtype)
-            where = np.flatnonzero(fits)
+        # ASCII queries (every id softref writes) go to bytes in one numpy cast, one byte wider than
+        # the keys: a query longer than every key has a byte in that last column and matches none
+        # (cut to the keys' width, it could). An ``S`` array drops trailing NULs ("a\x00" would read
+        # as "a"), and keys have no NUL, so a query with one goes the general way, as non-ASCII does.
+        wide = None
+        if "\x00" not in "".join(queries):
+            try:
+                wide = np.array(queries, dtype=f"S{width + 1}")
+            except UnicodeEncodeError:
+                pass
+        if wide is not None:
+            fits = wide.view(np.uint8).reshape(len(wide), width + 1)[:, width] == 0
+            candidates = wide.astype(self.keys.dtype)  # the keys' width: searchsorted casts nothing
+            at = np.minimum(np.searchsorted(self.keys, candidates), len(self.keys) - 1)
+            return np.where(fits & (self.keys[at] == candidates), at, -1)
+        out = np.full(len(queries), -1, dtype=np.int64)
+        encoded = [q.encode("utf-8") for q in queries]
+        fits = [len(e) <= width and b"\x00" not in e for e in encoded]
+        candidates = np.array([e for e, ok in zip(encoded, fits) if ok], dtype=self.keys.dtype)
+        where = np.flatnonzero(fits)
         at = np.minimum(np.searchsorted(self.keys, candidates), len(self.keys) - 1)
         found = self.keys[at] == candidates
-        if where is None:
-            return np.where(found, at, -1)
         out[where[found]] = at[found]
         return out
 

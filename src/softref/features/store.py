@@ -148,6 +148,8 @@ class FeatureStore:
         # Per dataset: its RowTable and the place of every row in sorted-key order (None: h5py).
         self._tables: dict[str, tuple[RowTable, np.ndarray] | None] = {"features": self._row_table(layouts)}
         self._pid = os.getpid()
+        # Per dataset: which global rows this process has found finite (_check_finite).
+        self._finite_rows: dict[str, np.ndarray] = {}
         self._handles: dict[int, h5py.File] = {}
         self._fds: dict[int, int] = {}
 
@@ -387,9 +389,24 @@ class FeatureStore:
 
     def _check_finite(self, rows: np.ndarray, positions: np.ndarray, name: str) -> None:
         """ShardError naming the shard, row and id of the first NaN/inf row among those read (the
-        writer refuses such rows, so they come from a damaged or foreign file): checked on every
-        read, it costs one pass over the batch, where a scan of the shards would read them whole."""
-        if not len(rows) or _all_finite(rows):
+        writer refuses such rows, so they come from a damaged or foreign file).
+
+        Each row is checked the first time this process reads it, in one pass over the batch (a
+        scan of the shards would read them whole); a batch of rows all checked before is not
+        checked again, since a complete shard never changes (the store reads the files it opened).
+        So epoch 1 pays the check, where the rows come from the disk anyway, and later epochs,
+        which read them from the page cache, do not: a warm batch of 128 Unicom rows costs one
+        raw read plus the id lookup (bench/scale.py, fetch).
+        """
+        if not len(rows):
+            return
+        checked = self._finite_rows.get(name)
+        if checked is None:
+            checked = self._finite_rows[name] = np.zeros(len(self), dtype=bool)
+        if checked[positions].all():
+            return
+        if _all_finite(rows):
+            checked[positions] = True
             return
         finite = np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
         if finite.all():
