@@ -319,8 +319,8 @@ def test_exponent_bit_check_finds_a_bad_value_in_any_block() -> None:
 
 def test_each_row_is_checked_for_nan_the_first_time_this_process_reads_it(tmp_path, monkeypatch) -> None:
     """The NaN/inf check runs on a batch holding a row this process has not read before, and not on a
-    batch of rows all checked already (a complete shard never changes): later epochs skip it. A row
-    found non-finite is never marked checked, so asking for it again raises again."""
+    batch of rows all checked already (a complete shard never changes): later epochs skip it, until
+    close(). A row found non-finite is never marked checked, so asking for it again raises again."""
     from softref.features import store as store_module
 
     d, ids, feats, _ = make_dir(tmp_path, n=30, dim=4, num_shards=2)
@@ -335,6 +335,9 @@ def test_each_row_is_checked_for_nan_the_first_time_this_process_reads_it(tmp_pa
         assert calls == [5, 4]
         store.get(ids[3:7], dtype=np.float16)
         assert calls == [5, 4]
+        store.close()  # reopened by path on next use: the rows are checked again
+        store.get(ids[3:7])
+        assert calls == [5, 4, 4]
 
     paths = sorted(d.glob("texts-*.h5"))
     with h5py.File(paths[1], "r+") as f:

@@ -393,7 +393,8 @@ class FeatureStore:
 
         Each row is checked the first time this process reads it, in one pass over the batch (a
         scan of the shards would read them whole); a batch of rows all checked before is not
-        checked again, since a complete shard never changes (the store reads the files it opened).
+        checked again, since a complete shard never changes (the store reads the files it opened;
+        :meth:`close` forgets what was checked).
         So epoch 1 pays the check, where the rows come from the disk anyway, and later epochs,
         which read them from the page cache, do not: a warm batch of 128 Unicom rows costs one
         raw read plus the id lookup (bench/scale.py, fetch).
@@ -463,6 +464,8 @@ class FeatureStore:
             for fd in self._fds.values():
                 os.close(fd)
         self._handles, self._fds = {}, {}
+        # The files reopen by path on next use, maybe replaced by a rerun: their rows are checked anew.
+        self._finite_rows = {}
         self._pid = os.getpid()
 
     def __enter__(self) -> FeatureStore:
