@@ -39,9 +39,11 @@ fetch: teacher fetch per batch of ``--batch-size`` (128) against the raw read of
     starts), in file order, into one preallocated buffer: no id lookup, no ordering, no copy.
     For the text rows (ten to an HDF5 chunk) also against the raw read of the chunks holding
     them, the measure of the earlier note (what h5py has to read).
-    The fetch is ``FeatureStore.get(ids, dtype=None)``, what ``BatchCollator`` calls (rows in
+    The fetch is ``FeatureStore.get_rows(rows, dtype=None)``, what ``BatchCollator`` calls (rows in
     request order, repeats included, in the stored float16; the float32 cast is ``Batch.to``'s,
-    on the device). The fetch checks a row for NaN/inf the first time its store reads it: the warm
+    on the device), with the batch's store rows found before the clock starts, as the collator
+    finds every pair's rows once when it is built (``FeatureStore.rows``). Warm, beside it: the
+    fetch by id (``get(ids)``: the id lookup in every batch, as before). The fetch checks a row for NaN/inf the first time its store reads it: the warm
     reads (rows read once before) skip the check, as a training's epochs after the first do; the
     cold reads (rows not read before) include it, as epoch 1 does. Beside them, for reference:
     the previous read path (h5py row slices, then a float32 cast on the host), and for the text
@@ -626,6 +628,7 @@ def _fetch_methods(image: _Rows, text: _Rows, stores: tuple[FeatureStore, Featur
     image_store, text_store = stores
     image_ids, text_ids = ids
     image_plan, text_plan = image.plan(image_ids), text.plan(text_ids)
+    image_rows, text_rows = image_store.rows(image_ids), text_store.rows(text_ids)  # the collator's, found once
     image_buf = np.empty((len(image_plan), image.row_bytes), np.uint8)
     text_buf = np.empty((len(text_plan), text.row_bytes), np.uint8)
     image_out = np.empty((len(image_ids), image_store.dim), image_store.dtype)
@@ -646,27 +649,32 @@ def _fetch_methods(image: _Rows, text: _Rows, stores: tuple[FeatureStore, Featur
 
     methods: dict[tuple[str, str], Callable[[], Any]] = {
         ("image", "raw"): lambda: image.raw(image_plan, image_buf),
-        ("image", "fetch"): lambda: image_store.get(image_ids, dtype=None, out=image_out),
+        ("image", "fetch"): lambda: image_store.get_rows(image_rows, dtype=None, out=image_out),
         ("image", "h5py"): lambda: image.h5py_then_cast(image_ids),
         ("text", "raw"): lambda: text.raw(text_plan, text_buf),
-        ("text", "fetch"): lambda: text_store.get(text_ids, dtype=None, out=text_out),
+        ("text", "fetch"): lambda: text_store.get_rows(text_rows, dtype=None, out=text_out),
         ("text", "h5py"): lambda: text.h5py_then_cast(text_ids),
         ("text", "mmap"): lambda: text.mapped(text_ids),
         ("text", "raw chunks"): raw_chunks,
         ("both", "raw"): lambda: (image.raw(image_plan, image_buf), text.raw(text_plan, text_buf)),
-        ("both", "fetch"): lambda: (image_store.get(image_ids, dtype=None, out=image_out),
-                                    text_store.get(text_ids, dtype=None, out=text_out)),
+        ("both", "fetch"): lambda: (image_store.get_rows(image_rows, dtype=None, out=image_out),
+                                    text_store.get_rows(text_rows, dtype=None, out=text_out)),
         ("both", "h5py"): lambda: (image.h5py_then_cast(image_ids), text.h5py_then_cast(text_ids)),
     }
     if not cold:
         methods.update({
             ("image", "raw new"): lambda: raw_new(image, image_plan),
-            ("image", "fetch new"): lambda: image_store.get(image_ids, dtype=None),
+            ("image", "fetch new"): lambda: image_store.get_rows(image_rows, dtype=None),
+            ("image", "by id"): lambda: image_store.get(image_ids, dtype=None, out=image_out),
             ("text", "raw new"): lambda: raw_new(text, text_plan),
-            ("text", "fetch new"): lambda: text_store.get(text_ids, dtype=None),
+            ("text", "fetch new"): lambda: text_store.get_rows(text_rows, dtype=None),
+            ("text", "by id"): lambda: text_store.get(text_ids, dtype=None, out=text_out),
             ("text", "ram"): lambda: text.in_ram(text_ids),
             ("both", "raw new"): lambda: (raw_new(image, image_plan), raw_new(text, text_plan)),
-            ("both", "fetch new"): lambda: (image_store.get(image_ids, dtype=None), text_store.get(text_ids, dtype=None)),
+            ("both", "fetch new"): lambda: (image_store.get_rows(image_rows, dtype=None),
+                                            text_store.get_rows(text_rows, dtype=None)),
+            ("both", "by id"): lambda: (image_store.get(image_ids, dtype=None, out=image_out),
+                                        text_store.get(text_ids, dtype=None, out=text_out)),
         })
     return methods
 
@@ -710,7 +718,7 @@ def _identical_rows(image: _Rows, text: _Rows, stores: tuple[FeatureStore, Featu
     for image_ids, text_ids in batches:
         ok = True
         for rows, store, ids in ((image, stores[0], image_ids), (text, stores[1], text_ids)):
-            got = store.get(ids, dtype=None)
+            got = store.get_rows(store.rows(ids), dtype=None)
             ok &= got.dtype == np.float16 and np.array_equal(got.view(np.uint16),
                                                              rows.h5py_then_cast(ids).astype(np.float16).view(np.uint16))
         same += int(ok)
@@ -738,6 +746,10 @@ def _print_fetch(label: str, times: dict[tuple[str, str], list[float]], row_byte
     shown = ", ".join(f"{name} {med['text', key] * 1e3:.2f} ms ({med['text', key] / med['text', 'raw']:.2f}x raw)"
                       for name, key in options if ("text", key) in med)
     print(f"    text options: {shown}")
+    if ("image", "by id") in med:
+        by_id = ", ".join(f"{kind} {med[kind, 'by id'] * 1e3:.2f} ms ({med[kind, 'by id'] / med[kind, 'raw']:.2f}x raw)"
+                          for kind in ("image", "text", "both"))
+        print(f"    by id (get(ids), the id lookup in every batch; the collator finds rows once): {by_id}")
     chunks = med["text", "raw chunks"]
     print(f"    text against the raw read of the HDF5 chunks holding its rows (what h5py reads: "
           f"{row_bytes['text_chunk']:,} B a chunk): raw chunks {chunks * 1e3:.2f} ms, fetch / raw chunks "
@@ -876,7 +888,7 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
     dataset = TrainPairs(pairs, data.dataset_root, _Pixels(args.pixels))
     del pairs
     stores = FeatureStore(data.image_shards), FeatureStore(data.text_shards)
-    collator = BatchCollator(open_clip.get_tokenizer("ViT-B-32"), *stores)
+    collator = BatchCollator(open_clip.get_tokenizer("ViT-B-32"), *stores, pairs=dataset)
     per_epoch = -(-args.memory_batches // args.memory_epochs)
     sampler = _FirstBatches(EpochBatchSampler(len(dataset), args.batch_size, seed=0), per_epoch)
     loader = make_loader(dataset, sampler, collator, num_workers=args.memory_child)

@@ -467,7 +467,7 @@ def test_the_training_collator_stops_at_the_first_non_finite_batch(tmp_path) -> 
 
     images = write_shards(tmp_path)
     _poison(images[1], 2, NAN)
-    items = [(torch.zeros(3, 4, 4), "a caption", f"s{s}r{r}", f"s{s}r{r}", 0, "p") for s, r in ((0, 0), (1, 2))]
+    items = [(torch.zeros(3, 4, 4), "a caption", f"s{s}r{r}", f"s{s}r{r}", 0, "p", k) for k, (s, r) in enumerate(((0, 0), (1, 2)))]
     with FeatureStore(images) as store:
         collate = BatchCollator(lambda captions: torch.zeros(len(captions), 4, dtype=torch.long), store, store)
         with pytest.raises(ShardError, match=r"images-1.h5: row 2 \(id 's1r2'\) holds non-finite"):

@@ -42,7 +42,7 @@ def _loader_epochs(bench: dict, num_workers: int, epochs: int = 2) -> tuple[list
     sampler = EpochBatchSampler(len(dataset), 3, seed=5)
     batches, pids = [], []
     with FeatureStore(bench["image_shards"]) as images, FeatureStore(bench["text_shards"]) as texts:
-        loader = make_loader(dataset, sampler, _PidCollator(BatchCollator(student.tokenizer, images, texts)),
+        loader = make_loader(dataset, sampler, _PidCollator(BatchCollator(student.tokenizer, images, texts, pairs=dataset)),
                              num_workers=num_workers)
         for epoch in range(1, epochs + 1):
             sampler.set_epoch(epoch)
@@ -79,10 +79,11 @@ def test_train_pairs_hold_arrays_not_python_lists(bench: dict) -> None:
         assert isinstance(getattr(dataset, name), PackedStrings), name
     assert isinstance(dataset.image_index, np.ndarray) and dataset.image_index.dtype == np.int64
     for i in range(len(dataset)):
-        _, caption, image_id, text_id, image_index, identity = dataset[i]
+        _, caption, image_id, text_id, image_index, identity, index = dataset[i]
         row = pairs.iloc[i]
         assert (caption, image_id, text_id, identity) == (row["caption"], row["image_id"], row["text_id"], row["identity"])
         assert image_index == row["image_index"] and type(image_index) is int
+        assert index == i and type(index) is int
 
 
 def test_collator_identity_rows(bench: dict) -> None:

@@ -197,7 +197,36 @@ def test_direct_rows_are_h5py_rows_bit_for_bit(tmp_path: Path, dtype: str, dim: 
             assert np.array_equal(store.get(want), reference.astype(np.float32))  # the default float32
             tokens = store.get_tokens(want, dtype=None)
             assert np.array_equal(tokens.view(np.uint8), _h5py_rows(paths, want, "tokens").view(np.uint8))
+            by_row = store.get_rows(store.rows(want), dtype=None)  # the collator's way: rows found once
+            assert np.array_equal(by_row.view(np.uint8), reference.view(np.uint8))
         assert store.get([], dtype=None).shape == (0, dim)
+        assert store.get_rows(np.empty(0, np.int64), dtype=None).shape == (0, dim)
+
+
+def test_rows_name_the_shard_row_and_bad_rows_are_refused(tmp_path: Path) -> None:
+    d, ids, feats, _ = make_dir(tmp_path, n=30, num_shards=3)  # 10 rows a shard, ids in shard order
+    with FeatureStore.from_dir(d, "texts") as store:
+        rows = store.rows([ids[29], ids[0], ids[15]])
+        assert rows.dtype == np.int64 and rows.tolist() == [29, 0, 15]  # shard 2 row 9, shard 0 row 0, shard 1 row 5
+        np.testing.assert_array_equal(store.get_rows(rows), feats[[29, 0, 15]])
+        np.testing.assert_array_equal(store.get_rows([3, 3]), feats[[3, 3]])
+        with pytest.raises(KeyError, match="id 'nope' not in the texts features"):
+            store.rows([ids[0], "nope"])
+        with pytest.raises(IndexError, match=r"row 30 is not a row of the texts features .*30 rows"):
+            store.get_rows([0, 30])
+        with pytest.raises(IndexError, match="row -1 is not a row"):
+            store.get_rows(np.array([-1]))
+        with pytest.raises(TypeError, match="expected a 1-d array of integer store rows"):
+            store.get_rows(np.array([1.0]))
+        with pytest.raises(TypeError, match="expected a 1-d array of integer store rows"):
+            store.get_rows(np.array([[1]]))
+    with h5py.File(d / "texts-1.h5", "a") as f:  # compressed: read through h5py, by row all the same
+        data = f["features"][:]
+        del f["features"]
+        f.create_dataset("features", data=data, chunks=(2, data.shape[1]), compression="gzip")
+    with FeatureStore.from_dir(d, "texts") as store:
+        assert store._tables["features"] is None
+        np.testing.assert_array_equal(store.get_rows(store.rows([ids[12], ids[29], ids[12]])), feats[[12, 29, 12]])
 
 
 def test_filtered_or_mixed_shards_are_read_through_h5py(tmp_path: Path) -> None:

@@ -201,11 +201,11 @@ def test_another_config_starts_over_and_keeps_the_old_state(bench: dict, tmp_pat
 def test_non_finite_teacher_feature_stops_with_epoch_step_and_term(bench: dict, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     per_epoch = steps_per_epoch(bench)
-    original = FeatureStore.get
+    original = FeatureStore.get_rows  # what the trainer's collator reads by
     calls = {"images": 0}
 
-    def get(self, ids, dtype=np.float32):
-        values = original(self, ids, dtype)
+    def get_rows(self, rows, dtype=np.float32):
+        values = original(self, rows, dtype)
         if self.attrs["modality"] == "images":
             calls["images"] += 1
             if calls["images"] > per_epoch:  # the first batch of epoch 2
@@ -213,7 +213,7 @@ def test_non_finite_teacher_feature_stops_with_epoch_step_and_term(bench: dict, 
                 values[0, 0] = np.inf
         return values
 
-    monkeypatch.setattr(FeatureStore, "get", get)
+    monkeypatch.setattr(FeatureStore, "get_rows", get_rows)
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError, match=rf"epoch 2, step {per_epoch + 1} .*'csa'"):
         run(bench, out)
@@ -330,6 +330,19 @@ def test_batch_positives_cover_every_caption_of_an_image(bench: dict) -> None:
     with FeatureStore(bench["image_shards"]) as images, FeatureStore(bench["text_shards"]) as texts:
         batch = BatchCollator(student.tokenizer, images, texts)([dataset[i] for i in range(6)])
         expected_image = torch.from_numpy(images.get(list(batch.image_ids)))
+        # Built with the pairs (as the trainer builds it), the collator reads the rows it found once.
+        by_pair = BatchCollator(student.tokenizer, images, texts, pairs=dataset)
+        assert by_pair.teacher_rows is not None and len(by_pair.teacher_rows[1]) == len(dataset)
+        again = by_pair([dataset[i] for i in (5, 0, 3)])
+        assert torch.equal(again.teacher_image, batch.teacher_image[[5, 0, 3]])
+        assert torch.equal(again.teacher_text, batch.teacher_text[[5, 0, 3]])
+        other = list(dataset[1])
+        other[-1] = 2  # an item that names another pair than its own caption
+        with pytest.raises(ValueError, match=rf"text_id {other[3]!r} says it is pair 2"):
+            by_pair([tuple(other)])
+        # Teacher rows are found before any batch: a caption without text features stops here.
+        with pytest.raises(KeyError, match=rf"id {dataset.text_ids[0]!r} not in the images features"):
+            BatchCollator(student.tokenizer, images, images, pairs=dataset)
     positives = batch.positives()
     for i in range(6):
         for j in range(6):
@@ -384,7 +397,7 @@ def test_student_captions_are_cleaned_the_same_at_training_and_evaluation(bench:
     caption = "A Person, wearing a RED hat!  (and blue-green shoes)"
     trained = Student(STUDENT.architecture, pre_caption=True)  # as the trainer builds it
     pixels = torch.zeros(3, 32, 32)
-    batch = BatchCollator(trained.tokenize)([(pixels, caption, "i", "t", 0, "")])
+    batch = BatchCollator(trained.tokenize)([(pixels, caption, "i", "t", 0, "", 0)])
     assert torch.equal(model.tokenize([caption]), batch.tokens)
     assert torch.equal(batch.tokens, model.tokenizer([pre_caption(caption)]))
     assert not torch.equal(batch.tokens, model.tokenizer([caption]))

@@ -145,7 +145,7 @@ class FeatureStore:
         del ids
         self._by_row = np.argsort(self._index.values)  # sorted-key position of each global row
         self._check_unique()
-        # Per dataset: its RowTable and the place of every row in sorted-key order (None: h5py).
+        # Per dataset: its RowTable and the place of every global row (None: h5py).
         self._tables: dict[str, tuple[RowTable, np.ndarray] | None] = {"features": self._row_table(layouts)}
         self._pid = os.getpid()
         # Per dataset: which global rows this process has found finite (_check_finite).
@@ -329,15 +329,15 @@ class FeatureStore:
         return [self._fds[i] for i in range(len(self._paths))]
 
     def _row_table(self, layouts: Sequence[Any]) -> tuple[RowTable, np.ndarray] | None:
-        """One table of every file's rows and each key's row place, or None (then h5py reads the
-        rows) when a file's rows are not plain bytes or the files disagree on dtype or row shape."""
+        """One table of every file's rows and the place of each global row, or None (then h5py reads
+        the rows) when a file's rows are not plain bytes or the files disagree on dtype or row shape."""
         if any(layout is None for layout in layouts):
             return None
         try:
             table = RowTable(layouts, self._offsets)
         except ValueError:
             return None
-        return table, table.places(self._index.values)
+        return table, table.places(np.arange(len(self), dtype=np.int64))
 
     def _table(self, name: str) -> tuple[RowTable, np.ndarray] | None:
         if name not in self._tables:
@@ -356,36 +356,50 @@ class FeatureStore:
             )
         return at
 
-    def _gather(self, ids: Sequence[str], name: str, dtype: Any, out: np.ndarray | None = None) -> np.ndarray:
-        at = self._find(ids)
+    def _gather(self, positions: np.ndarray, name: str, dtype: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``positions`` (global rows, checked by the caller) of dataset ``name``, in order."""
         fast = self._table(name)
         if fast is not None:
             table, places = fast
-            shape, stored = (len(ids),) + table.row_shape, table.dtype
+            shape, stored = (len(positions),) + table.row_shape, table.dtype
         else:
             datasets = [self._file(i)[name] for i in range(len(self._paths))]
-            shape, stored = (len(ids),) + tuple(datasets[0].shape[1:]), np.result_type(*(d.dtype for d in datasets))
+            shape, stored = (len(positions),) + tuple(datasets[0].shape[1:]), np.result_type(*(d.dtype for d in datasets))
         want = stored if dtype is None else np.dtype(dtype)
         if out is not None and (out.shape != shape or out.dtype != want or not out.flags.c_contiguous):
             raise ValueError(f"out: expected a C-contiguous {want} array of shape {shape}, found {out.dtype} "
                              f"{out.shape}{'' if out.flags.c_contiguous else ' (not C-contiguous)'}")
         if fast is not None:
             rows = out if out is not None and want == stored else np.empty(shape, dtype=stored)
-            table.read(self._fd_list(), places[at], rows)
+            table.read(self._fd_list(), places[positions], rows)
         else:
             # h5py reads sorted distinct rows per file; each request then takes its row.
-            uniq, inverse = np.unique(self._index.values[at], return_inverse=True)
+            uniq, inverse = np.unique(positions, return_inverse=True)
             files = np.searchsorted(self._offsets, uniq, side="right") - 1
             buf = np.empty((len(uniq),) + shape[1:], dtype=stored)
             for i in np.unique(files).tolist():
                 buf[files == i] = read_rows(datasets[i], uniq[files == i] - self._offsets[i])
             rows = buf[inverse.reshape(-1)]
-        self._check_finite(rows, self._index.values[at], name)
+        self._check_finite(rows, positions, name)
         if out is None:
             return rows.astype(want, copy=False)
         if rows is not out:
             out[...] = rows
         return out
+
+    def _positions(self, rows: Any) -> np.ndarray:
+        """``rows`` as an int64 array of global rows; IndexError naming the first out of range."""
+        positions = np.asarray(rows)
+        if positions.ndim != 1 or not (positions.dtype.kind in "iu" or positions.size == 0):
+            raise TypeError(f"rows: expected a 1-d array of integer store rows (from FeatureStore.rows), found "
+                            f"{positions.dtype} of shape {positions.shape}")
+        positions = positions.astype(np.int64, copy=False)
+        bad = np.flatnonzero((positions < 0) | (positions >= len(self)))
+        if len(bad):
+            raise IndexError(f"row {int(positions[bad[0]])} is not a row of the {self._attrs.get('modality')} features "
+                             f"of teacher {self._attrs.get('teacher')!r} ({len(self)} rows in {self._paths[0].parent}); "
+                             f"expected rows from this store's rows(ids)")
+        return positions
 
     def _check_finite(self, rows: np.ndarray, positions: np.ndarray, name: str) -> None:
         """ShardError naming the shard, row and id of the first NaN/inf row among those read (the
@@ -423,23 +437,40 @@ class FeatureStore:
             f"`softref validate {path.parent}` lists every such row; delete the shard and rerun its extraction"
         )
 
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        """The global row of each id, in order (int64): what :meth:`get_rows` reads.
+
+        A row is the id's place in the shards taken in shard order (row ``r - n`` of the shard
+        whose rows start at ``n``), fixed while the store is open. A consumer that fetches the
+        same ids many times (the trainer's collator, every epoch) looks them up once here.
+        Raises KeyError naming the first unknown id.
+        """
+        return self._index.values[self._find(list(ids))]
+
     def get(self, ids: Sequence[str], dtype: Any = np.float32, out: np.ndarray | None = None) -> np.ndarray:
         """Features of ``ids`` in request order: ``(len(ids), dim)`` in ``dtype``.
 
-        ``dtype=None`` keeps the stored dtype (:attr:`dtype`): the trainer's collator does, and
-        casts on the device. ``out``: a C-contiguous array of that shape and dtype to read into
-        (e.g. shared or pinned memory; rows in the stored dtype land there without a copy),
-        returned. Raises KeyError naming the first unknown id, ShardError naming the shard, row and id
-        of a NaN/inf row.
+        ``dtype=None`` keeps the stored dtype (:attr:`dtype`). ``out``: a C-contiguous array of
+        that shape and dtype to read into (e.g. shared or pinned memory; rows in the stored dtype
+        land there without a copy), returned. Raises KeyError naming the first unknown id,
+        ShardError naming the shard, row and id of a NaN/inf row.
         """
-        return self._gather(list(ids), "features", dtype, out)
+        return self._gather(self.rows(ids), "features", dtype, out)
+
+    def get_rows(self, rows: Sequence[int] | np.ndarray, dtype: Any = np.float32,
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """Features of global ``rows`` (:meth:`rows`) in request order, as :meth:`get` reads them
+        without the id lookup: the trainer's collator calls it, with ``dtype=None``, and casts on
+        the device. Raises IndexError naming the first row out of range, ShardError as :meth:`get`.
+        """
+        return self._gather(self._positions(rows), "features", dtype, out)
 
     def get_tokens(self, ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
         """Token features of ``ids`` in request order: ``(len(ids), T, C)`` in ``dtype`` (None: as stored)."""
         if not self.has_tokens:
             without = [str(p) for p, has in zip(self._paths, self._has_tokens) if not has]
             raise ShardError(f"no 'tokens' dataset in {without}; extract with store_tokens=True")
-        return self._gather(list(ids), "tokens", dtype)
+        return self._gather(self.rows(ids), "tokens", dtype)
 
     def iter_blocks(
         self, block_rows: int = 4096, dtype: Any = np.float32

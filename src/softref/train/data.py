@@ -94,7 +94,10 @@ def load_pairs(images_manifest: Path, texts_manifest: Path, split: str) -> pd.Da
 
 
 class TrainPairs(Dataset):
-    """Image-caption pairs: item i is (pixels, caption, image_id, text_id, image_index, identity).
+    """Image-caption pairs: item i is (pixels, caption, image_id, text_id, image_index, identity, i).
+
+    The last element is the pair's own index: the collator built with ``pairs=`` reads the pair's
+    teacher rows by it, found once for the whole split (:meth:`FeatureStore.rows`).
 
     Args:
         pairs: the frame of :func:`load_pairs`.
@@ -118,10 +121,10 @@ class TrainPairs(Dataset):
     def __len__(self) -> int:
         return len(self.text_ids)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, str, str, str, int, str]:
+    def __getitem__(self, i: int) -> tuple[Tensor, str, str, str, int, str, int]:
         pixels = self.transform(load_rgb(self.root / self.paths[i]))
         return (pixels, self.captions[i], self.image_ids[i], self.text_ids[i], int(self.image_index[i]),
-                self.identities[i])
+                self.identities[i], int(i))
 
 
 @dataclass(frozen=True)
@@ -204,9 +207,13 @@ class BatchCollator:
         text_store: text teacher features by text_id, or None.
         identity_rows: identity -> row of the reference bank (MMRef), or None; kept as a
             :class:`~softref.data.strings.StringIndex` (numpy arrays, shared by the workers).
+        pairs: the :class:`TrainPairs` the items come from, or None. With the stores, the teacher
+            row of every pair is looked up once here (:meth:`FeatureStore.rows`; a KeyError names
+            the first pair without features before any batch), and each batch reads its rows by
+            the items' pair index (``get_rows``) instead of looking its ids up again.
 
-    Teacher features come in the stores' dtype (``get(ids, dtype=None)``): float16 shards give
-    float16 batches, cast to float32 by :meth:`Batch.to` on the device.
+    Teacher features come in the stores' dtype (``dtype=None``): float16 shards give float16
+    batches, cast to float32 by :meth:`Batch.to` on the device.
     """
 
     def __init__(
@@ -215,12 +222,19 @@ class BatchCollator:
         image_store: Any = None,
         text_store: Any = None,
         identity_rows: Mapping[str, int] | None = None,
+        pairs: TrainPairs | None = None,
     ) -> None:
         if (image_store is None) != (text_store is None):
             raise ValueError("BatchCollator: give both teacher stores (image and text) or neither")
         self.tokenizer = tokenizer
         self.image_store = image_store
         self.text_store = text_store
+        # Per pair index: its row in each store (int64 numpy, shared by forked workers).
+        self.teacher_rows: tuple[np.ndarray, np.ndarray] | None = None
+        self._pair_text_ids: PackedStrings | None = None
+        if pairs is not None and image_store is not None:
+            self.teacher_rows = (image_store.rows(pairs.image_ids), text_store.rows(pairs.text_ids))
+            self._pair_text_ids = pairs.text_ids
         self.identity_rows = None
         if identity_rows is not None:
             names = list(identity_rows)
@@ -235,8 +249,25 @@ class BatchCollator:
                            f"({len(self.identity_rows)} identities)")
         return torch.from_numpy(rows)
 
-    def __call__(self, items: Sequence[tuple[Tensor, str, str, str, int, str]]) -> Batch:
-        pixels, captions, image_ids, text_ids, image_index, identities = zip(*items)
+    def _teacher_features(self, image_ids: Sequence[str], text_ids: Sequence[str],
+                          pairs: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """The batch's teacher rows, in the stored dtype: by pair index when the rows were found
+        at construction, else by id."""
+        if self.teacher_rows is None:
+            return (torch.from_numpy(self.image_store.get(list(image_ids), dtype=None)),
+                    torch.from_numpy(self.text_store.get(list(text_ids), dtype=None)))
+        at = np.fromiter(pairs, dtype=np.int64, count=len(pairs))
+        assert self._pair_text_ids is not None
+        if len(at) and (not 0 <= at[0] < len(self._pair_text_ids) or self._pair_text_ids[int(at[0])] != text_ids[0]):
+            raise ValueError(f"BatchCollator: item with text_id {text_ids[0]!r} says it is pair {int(at[0])}, which is "
+                             f"not that caption in the pairs this collator was built for; build the collator with "
+                             f"the dataset its items come from")
+        image_rows, text_rows = self.teacher_rows
+        return (torch.from_numpy(self.image_store.get_rows(image_rows[at], dtype=None)),
+                torch.from_numpy(self.text_store.get_rows(text_rows[at], dtype=None)))
+
+    def __call__(self, items: Sequence[tuple[Tensor, str, str, str, int, str, int]]) -> Batch:
+        pixels, captions, image_ids, text_ids, image_index, identities, pairs = zip(*items)
         identity_index = None
         if self.identity_rows is not None:
             identity_index = self._identity_index(identities)
@@ -244,8 +275,7 @@ class BatchCollator:
         seconds = 0.0
         if self.image_store is not None:
             start = time.perf_counter()
-            teacher_image = torch.from_numpy(self.image_store.get(list(image_ids), dtype=None))
-            teacher_text = torch.from_numpy(self.text_store.get(list(text_ids), dtype=None))
+            teacher_image, teacher_text = self._teacher_features(image_ids, text_ids, pairs)
             seconds = time.perf_counter() - start
         return Batch(
             # default_collate stacks into shared memory inside a worker: the batch then travels

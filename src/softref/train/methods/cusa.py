@@ -150,7 +150,7 @@ def prepare(setup: RunSetup) -> MethodRun:
         return _online_run(setup, image_store, text_store, sampler, close)
     return MethodRun(
         sampler=sampler,
-        collator=BatchCollator(setup.student.tokenize, image_store, text_store),
+        collator=BatchCollator(setup.student.tokenize, image_store, text_store, pairs=setup.dataset),
         losses=lambda student, batch: training_losses(student, batch, cfg),
         relevance=lambda items: items.relevant(),
         facts={"image_teacher": _teacher_facts(image_store), "text_teacher": _teacher_facts(text_store)},

@@ -98,11 +98,11 @@ class OnlineCollator:
         self.image_store, self.text_store = image_store, text_store
 
     def __call__(self, items: Sequence[tuple[Any, ...]]) -> OnlineBatch:
-        batch = self.base([item[:6] for item in items])
+        batch = self.base([item[:7] for item in items])
         start = time.perf_counter()
         image = self._fetch(self.image_store, batch.image_ids)
         text = self._fetch(self.text_store, batch.text_ids)
-        extra = [item[6] for item in items]
+        extra = [item[7] for item in items]
         inputs = torch.stack(extra) if extra and isinstance(extra[0], Tensor) else tuple(extra)
         batch = dataclasses.replace(batch, teacher_image=image, teacher_text=text,
                                     fetch_seconds=time.perf_counter() - start)
