@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.softref-installed
 CORES  ?= all
 
-.PHONY: install teachers demo report test lint dry-run clean-results
+.PHONY: install teachers bytecode demo report test lint dry-run clean-results
 
-install: $(STAMP) teachers
+install: $(STAMP) teachers bytecode
 
 # Reinstall only when the pins or the package metadata change.
 $(STAMP): requirements.txt pyproject.toml
@@ -16,6 +16,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -r requirements.txt
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $@
+
+# softref's bytecode, compiled here once: every Snakemake job is a new Python process, and where
+# PYTHONDONTWRITEBYTECODE is set (or the checkout is read-only) each job would compile the package
+# again, about 0.5 s a job. Python checks each file against its source, so an edited module is
+# compiled afresh, never run stale.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q src
 
 # The demo teachers come from the package index, verified by sha256 (skips when present and valid).
 teachers: $(STAMP)
