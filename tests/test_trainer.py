@@ -336,10 +336,17 @@ def test_batch_positives_cover_every_caption_of_an_image(bench: dict) -> None:
         again = by_pair([dataset[i] for i in (5, 0, 3)])
         assert torch.equal(again.teacher_image, batch.teacher_image[[5, 0, 3]])
         assert torch.equal(again.teacher_text, batch.teacher_text[[5, 0, 3]])
-        other = list(dataset[1])
-        other[-1] = 2  # an item that names another pair than its own caption
-        with pytest.raises(ValueError, match=rf"text_id {other[3]!r} says it is pair 2"):
-            by_pair([tuple(other)])
+        # Items that name another pair than their own: another image, another caption of the same
+        # image, or no pair at all.
+        first, second = dataset[0], dataset[1]
+        other_image = next(k for k in range(len(dataset)) if dataset.image_index[k] != first[4])
+        same_image = next(k for k in range(1, len(dataset)) if dataset.image_index[k] == first[4])
+        for k, wrong in ((1, other_image), (0, same_image), (1, len(dataset)), (1, -1)):
+            items = [first, second]
+            items[k] = items[k][:-1] + (wrong,)
+            with pytest.raises(ValueError, match=rf"item {k} of the batch \(text_id {items[k][3]!r}.* says it is pair "
+                                                 rf"{wrong}, which is not that pair"):
+                by_pair(items)
         # Teacher rows are found before any batch: a caption without text features stops here.
         with pytest.raises(KeyError, match=rf"id {dataset.text_ids[0]!r} not in the images features"):
             BatchCollator(student.tokenizer, images, images, pairs=dataset)

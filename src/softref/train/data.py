@@ -232,9 +232,10 @@ class BatchCollator:
         # Per pair index: its row in each store (int64 numpy, shared by forked workers).
         self.teacher_rows: tuple[np.ndarray, np.ndarray] | None = None
         self._pair_text_ids: PackedStrings | None = None
+        self._pair_image_index: np.ndarray | None = None
         if pairs is not None and image_store is not None:
             self.teacher_rows = (image_store.rows(pairs.image_ids), text_store.rows(pairs.text_ids))
-            self._pair_text_ids = pairs.text_ids
+            self._pair_text_ids, self._pair_image_index = pairs.text_ids, pairs.image_index
         self.identity_rows = None
         if identity_rows is not None:
             names = list(identity_rows)
@@ -249,19 +250,27 @@ class BatchCollator:
                            f"({len(self.identity_rows)} identities)")
         return torch.from_numpy(rows)
 
-    def _teacher_features(self, image_ids: Sequence[str], text_ids: Sequence[str],
+    def _teacher_features(self, image_ids: Sequence[str], text_ids: Sequence[str], image_index: Sequence[int],
                           pairs: Sequence[int]) -> tuple[Tensor, Tensor]:
         """The batch's teacher rows, in the stored dtype: by pair index when the rows were found
-        at construction, else by id."""
+        at construction, else by id. Items must be those pairs': every item's image_index and the
+        first item's text_id are checked against the pair its index names (cheap, unlike a lookup)."""
         if self.teacher_rows is None:
             return (torch.from_numpy(self.image_store.get(list(image_ids), dtype=None)),
                     torch.from_numpy(self.text_store.get(list(text_ids), dtype=None)))
+        assert self._pair_text_ids is not None and self._pair_image_index is not None
         at = np.fromiter(pairs, dtype=np.int64, count=len(pairs))
-        assert self._pair_text_ids is not None
-        if len(at) and (not 0 <= at[0] < len(self._pair_text_ids) or self._pair_text_ids[int(at[0])] != text_ids[0]):
-            raise ValueError(f"BatchCollator: item with text_id {text_ids[0]!r} says it is pair {int(at[0])}, which is "
-                             f"not that caption in the pairs this collator was built for; build the collator with "
-                             f"the dataset its items come from")
+        inside = (at >= 0) & (at < len(self._pair_image_index))
+        wrong = np.flatnonzero(~inside)
+        if not len(wrong):
+            wrong = np.flatnonzero(self._pair_image_index[at] != np.fromiter(image_index, np.int64, len(at)))
+        if not len(wrong) and len(at) and self._pair_text_ids[int(at[0])] != text_ids[0]:
+            wrong = np.zeros(1, dtype=np.int64)
+        if len(wrong):
+            k = int(wrong[0])
+            raise ValueError(f"BatchCollator: item {k} of the batch (text_id {text_ids[k]!r}, image_id {image_ids[k]!r}) "
+                             f"says it is pair {int(at[k])}, which is not that pair in the {len(self._pair_text_ids)} "
+                             f"pairs this collator was built for; build the collator with the dataset its items come from")
         image_rows, text_rows = self.teacher_rows
         return (torch.from_numpy(self.image_store.get_rows(image_rows[at], dtype=None)),
                 torch.from_numpy(self.text_store.get_rows(text_rows[at], dtype=None)))
@@ -275,7 +284,7 @@ class BatchCollator:
         seconds = 0.0
         if self.image_store is not None:
             start = time.perf_counter()
-            teacher_image, teacher_text = self._teacher_features(image_ids, text_ids, pairs)
+            teacher_image, teacher_text = self._teacher_features(image_ids, text_ids, image_index, pairs)
             seconds = time.perf_counter() - start
         return Batch(
             # default_collate stacks into shared memory inside a worker: the batch then travels
