@@ -388,7 +388,8 @@ class FeatureStore:
         return out
 
     def _positions(self, rows: Any) -> np.ndarray:
-        """``rows`` as an int64 array of global rows; IndexError naming the first out of range."""
+        """``rows`` as an int64 array of global rows: TypeError unless a 1-d integer array,
+        IndexError naming the first row out of range."""
         positions = np.asarray(rows)
         if positions.ndim != 1 or not (positions.dtype.kind in "iu" or positions.size == 0):
             raise TypeError(f"rows: expected a 1-d array of integer store rows (from FeatureStore.rows), found "
