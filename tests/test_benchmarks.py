@@ -17,7 +17,7 @@ from softref.data.adapters import prepare
 from softref.data.common import frame
 from softref.data.manifest import IMAGE_COLUMNS, TEXT_COLUMNS, file_sha256, write_manifest, write_pairs
 from softref.data.synthetic import synthesize_demo
-from softref.evaluate.benchmarks import PROTOCOLS, evaluate_benchmark
+from softref.evaluate.benchmarks import PROTOCOLS, EvaluationSession, evaluate_benchmark
 from softref.evaluate.intervals import Bootstrap
 from softref.evaluate.protocols import (
     eccv_scores,
@@ -321,6 +321,42 @@ def test_zero_shot(bench: dict) -> None:
     assert result["bootstrap"]["query_sets"] == {"classes": 3, "images": 6}
     default = run(bench["plain"], "zero-shot", root, manifests)
     assert [m for _, _, m in values(default)] == ["AP@50", "top-1"]
+
+
+def test_one_session_loads_once_encodes_each_split_once_and_changes_no_number(bench: dict, monkeypatch) -> None:
+    """The evaluate job's way: one EvaluationSession for the run's benchmarks. The student is loaded
+    once, a split that several protocols score is encoded once, and every JSON equals the one a
+    separate call writes."""
+    import softref.evaluate.benchmarks as benchmarks
+
+    root, manifests = bench["demo"]["person_root"], bench["root"] / "person"
+    calls = {"load": 0, "encode": 0}
+    real_load, real_encode = benchmarks.load_student, benchmarks.encode_split
+
+    def load(*args, **kwargs):
+        calls["load"] += 1
+        return real_load(*args, **kwargs)
+
+    def encode(*args, **kwargs):
+        calls["encode"] += 1
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(benchmarks, "load_student", load)
+    monkeypatch.setattr(benchmarks, "encode_split", encode)
+    asked = [("person", {}), ("zero-shot", {"options": {"k": 3}}), ("eccv", {"options": {"relevance": "identity"}})]
+    session = EvaluationSession(bench["banked"], "cpu")
+    shared = [run(bench["banked"], protocol, root, manifests, session=session, **kw) for protocol, kw in asked]
+    assert calls == {"load": 1, "encode": 1}
+    alone = [run(bench["banked"], protocol, root, manifests, **kw) for protocol, kw in asked]
+    assert calls == {"load": 4, "encode": 4}
+    assert shared == alone
+    # Another split is encoded afresh; a session of another checkpoint (or a device beside it) is refused.
+    run(bench["banked"], "person", root, manifests, split="train", session=session)
+    assert calls == {"load": 4, "encode": 5}
+    with pytest.raises(ValueError, match=r"the session evaluates .*run-bank.*checkpoint.pt on cpu; found checkpoint"):
+        evaluate_benchmark(bench["plain"], protocol="person", dataset_root=root, images_manifest=manifests / "images.parquet",
+                           texts_manifest=manifests / "texts.parquet", split="test", benchmark="b", dataset="demo",
+                           paper_dataset=None, options={}, session=session)
 
 
 def test_every_protocol_is_covered() -> None:

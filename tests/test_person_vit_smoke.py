@@ -71,6 +71,7 @@ def test_smoke_dry_run_plans_both_sizes(run_folder):
         assert (switches["image_size"], switches["augment"], switches["tau_mode"], switches["tau"]) == (
             size, "reid", "fixed", "0.02"), switches
         assert (switches["method"], switches["epochs"]) == ("mmref", "1"), switches
-    evaluations = {(j.pairs("wildcards")["experiment"], j.pairs("wildcards")["benchmark"])
-                   for j in jobs if j.rule == "evaluate"}
-    assert evaluations == {(e, "demo-person-test") for e in TWINS}
+    # One evaluate job per run, writing its eval/ folder (demo-person-test is the table's one benchmark).
+    evaluations = {(j.pairs("wildcards")["experiment"], *j.files("output")) for j in jobs if j.rule == "evaluate"}
+    seeds = {e: j.pairs("wildcards")["seed"] for e, j in trains.items()}
+    assert evaluations == {(e, f"results/runs/{e}/seed-{seeds[e]}/eval") for e in TWINS}, text

@@ -475,6 +475,14 @@ class Config:
         """Names of the teachers of one modality (``image`` or ``text``) that encode ``dataset``."""
         return [t for t in self.datasets[dataset].teachers if self.teachers[t].modality == modality]
 
+    def run_benchmarks(self, experiment: str) -> list[str]:
+        """The benchmarks each run of ``experiment`` is evaluated on: those of every table cell
+        with it (:meth:`TableConfig.cells`), in the tables' order, each once. One evaluate job per
+        run scores them all (``results/runs/{experiment}/seed-{seed}/eval/``)."""
+        found = {b: None for tb in self.tables.values() for e, b in tb.cells(self.experiments, self.benchmarks)
+                 if e == experiment}
+        return list(found)
+
 
 #: Dataclass of each top-level block (and of each entry of the named blocks): the schema test
 #: checks that the schema's defaults equal these dataclasses' defaults.

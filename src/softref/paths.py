@@ -16,6 +16,7 @@ __all__ = [
     "DIAGNOSTICS",
     "EMBEDDINGS",
     "EVALUATION",
+    "EVALUATIONS",
     "FIGURES",
     "FEATURE_SHARD",
     "IMAGES_MANIFEST",
@@ -87,7 +88,9 @@ TRAIN_LOG = RUN + "/train_log.csv"
 RETRAIN_RUN = RUN + "/trainval"
 RETRAIN_CHECKPOINT = RETRAIN_RUN + "/checkpoint.pt"
 RETRAIN_LOG = RETRAIN_RUN + "/train_log.csv"
-EVALUATION = RUN + "/eval/{benchmark}.json"
+#: A run's evaluations: one folder (written by one evaluate job), a JSON per benchmark in it.
+EVALUATIONS = RUN + "/eval"
+EVALUATION = EVALUATIONS + "/{benchmark}.json"
 TABLE_CSV = "results/{table}.csv"
 TABLE_MD = "results/{table}.md"
 #: A run's cross-modal test embeddings of one split of a dataset (numpy .npz, no pickled objects),

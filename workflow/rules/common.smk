@@ -222,15 +222,27 @@ def train_gpus(wildcards):
     return CFG.experiments[wildcards.experiment].gpus
 
 
+def run_benchmarks(wildcards):
+    """The benchmarks the run is evaluated on (its tables' cells); an error if none asks for it."""
+    names = CFG.run_benchmarks(wildcards.experiment)
+    if not names:
+        folder = paths.EVALUATIONS.format(experiment=wildcards.experiment, seed=wildcards.seed)
+        raise ValueError(f"{folder}: no table shows experiment {wildcards.experiment!r}, so it has no "
+                         f"benchmarks to be evaluated on")
+    return names
+
+
 def evaluate_inputs(wildcards):
-    """The trained checkpoint (the retrain's, for an experiment retrained on train + val) and the
-    manifests (with positives and pairs) of the benchmark's dataset."""
-    bm = CFG.benchmarks[wildcards.benchmark]
+    """The trained checkpoint (the retrain's, for an experiment retrained on train + val), the
+    manifests (with positives and pairs) of every benchmark's dataset and, for a training-cost
+    benchmark, the log of the run that made the model."""
+    names = run_benchmarks(wildcards)
+    datasets = sorted({CFG.benchmarks[b].dataset for b in names})
     inputs = {
         "checkpoint": model_checkpoint(wildcards.experiment, wildcards.seed),
-        **_manifests(bm.dataset, ("images", "texts", "positives", "pairs")),
+        "manifests": [m for d in datasets for m in _manifests(d, ("images", "texts", "positives", "pairs")).values()],
     }
-    if bm.protocol == "training-cost":
+    if any(CFG.benchmarks[b].protocol == "training-cost" for b in names):
         # The log of the run that made the evaluated model: the retrain's, where there is one.
         retrains = CFG.experiments[wildcards.experiment].retrain_on_trainval
         log = paths.RETRAIN_LOG if retrains else paths.TRAIN_LOG
@@ -239,18 +251,18 @@ def evaluate_inputs(wildcards):
 
 
 def evaluate_params(wildcards):
-    """The benchmark as configured and the experiment's evaluation-only keys (refined or not, the
-    uni-modal features): a change reruns the evaluation."""
+    """The run's benchmarks as configured and the experiment's evaluation-only keys (refined or
+    not, the uni-modal features): a change reruns the run's evaluations."""
     ex = CFG.experiments[wildcards.experiment]
-    return {"benchmark": config["benchmarks"][wildcards.benchmark], "refine": ex.refines(),
-            "uni_features": ex.uni_features}
+    return {"benchmarks": {b: config["benchmarks"][b] for b in run_benchmarks(wildcards)},
+            "refine": ex.refines(), "uni_features": ex.uni_features}
 
 
 def table_inputs(wildcards):
-    """Every evaluation JSON the table shows."""
+    """The eval/ folder of every run the table shows (each holds a JSON per benchmark)."""
     tb = CFG.tables[wildcards.table]
-    return [paths.EVALUATION.format(experiment=e, seed=s, benchmark=b)
-            for e, b in tb.cells(CFG.experiments, CFG.benchmarks) for s in CFG.experiments[e].run_seeds]
+    experiments = dict.fromkeys(e for e, _ in tb.cells(CFG.experiments, CFG.benchmarks))
+    return [paths.EVALUATIONS.format(experiment=e, seed=s) for e in experiments for s in CFG.experiments[e].run_seeds]
 
 
 def table_params(wildcards):

@@ -81,7 +81,7 @@ from softref.models.student import load_student
 from softref.names import PROTOCOL_OPTIONS, PROTOCOLS
 from softref.runtime import default_device
 
-__all__ = ["PROTOCOLS", "PROTOCOL_OPTIONS", "evaluate_benchmark"]
+__all__ = ["PROTOCOLS", "PROTOCOL_OPTIONS", "EvaluationSession", "evaluate_benchmark"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ ECCV_METRICS = ("mAP@R", "R-P", "R@1")
 
 
 def _common_keys(
-    ckpt: Mapping[str, Any], checkpoint: Path, *, benchmark: str, protocol: str, split: str, dataset: str,
-    paper_dataset: str | None,
+    ckpt: Mapping[str, Any], checkpoint: Path, sha256: str, *, benchmark: str, protocol: str, split: str,
+    dataset: str, paper_dataset: str | None,
 ) -> dict[str, Any]:
     config = ckpt.get("config")
     config = config if isinstance(config, Mapping) else {}
@@ -116,7 +116,7 @@ def _common_keys(
         "student": student.get("name"),
         "method": method,
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": sha256,
         "selected_epoch": int(ckpt.get("epoch", -1)),
     }
 
@@ -157,12 +157,20 @@ def _split_rows(frame: pd.DataFrame, split: str, path: Path, what: str) -> pd.Da
 
 
 def _encoded_split(model: torch.nn.Module, ctx: dict[str, Any]) -> tuple[Any, Tensor, Tensor]:
-    items = split_items(ctx["images_manifest"], ctx["texts_manifest"], ctx["split"])
-    image_emb, text_emb = encode_split(
-        model, items, ctx["dataset_root"], batch_size=ctx["batch_size"], device=ctx["device"],
-        num_workers=ctx["num_workers"], head="cross", desc=ctx["split"],
-    )
-    return items, image_emb, text_emb
+    """The split's items and cross-modal embeddings, encoded once per :class:`EvaluationSession`
+    (image-text and eccv, person and zero-shot read the same split: the same tensors, so the
+    same numbers as encoding it for each)."""
+    key = (str(ctx["images_manifest"]), str(ctx["texts_manifest"]), ctx["split"], str(ctx["dataset_root"]),
+           ctx["batch_size"])
+    cache = ctx["encoded"]
+    if key not in cache:
+        items = split_items(ctx["images_manifest"], ctx["texts_manifest"], ctx["split"])
+        image_emb, text_emb = encode_split(
+            model, items, ctx["dataset_root"], batch_size=ctx["batch_size"], device=ctx["device"],
+            num_workers=ctx["num_workers"], head="cross", desc=ctx["split"],
+        )
+        cache[key] = (items, image_emb, text_emb)
+    return cache[key]
 
 
 def _split_labels(items: Any, ctx: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -472,6 +480,39 @@ _RUNNERS = {
 }
 
 
+class EvaluationSession:
+    """One checkpoint evaluated on several benchmarks (one evaluate job per run): the student is
+    loaded once, on first need, and each split is encoded once however many benchmarks score it.
+    Pass it to :func:`evaluate_benchmark` as ``session``; the numbers equal those of separate
+    calls (the same model encodes the same inputs)."""
+
+    def __init__(self, checkpoint: Path, device: str | torch.device | None = None) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.device = default_device(device)
+        self.encoded: dict[tuple[Any, ...], tuple[Any, Tensor, Tensor]] = {}
+        self._model: torch.nn.Module | None = None
+        self._ckpt: Mapping[str, Any] | None = None
+        self._sha256: str | None = None
+
+    def student(self) -> tuple[torch.nn.Module, Mapping[str, Any]]:
+        """The checkpoint's student (eval mode, on ``device``) and its checkpoint dict."""
+        if self._model is None:
+            self._model, self._ckpt = load_student(self.checkpoint, self.device)
+        return self._model, self._ckpt
+
+    def sha256(self) -> str:
+        """The checkpoint file's sha256 (every evaluation JSON records it), hashed once."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.checkpoint)
+        return self._sha256
+
+    def record(self) -> Mapping[str, Any]:
+        """The checkpoint dict alone (training-cost needs no model); the student's once loaded."""
+        if self._ckpt is None:
+            self._ckpt = load_checkpoint(self.checkpoint, map_location="cpu", required=("config",))
+        return self._ckpt
+
+
 def evaluate_benchmark(
     checkpoint: Path,
     *,
@@ -494,6 +535,7 @@ def evaluate_benchmark(
     uni_features: str = "encoder",
     bootstrap_resamples: int = RESAMPLES,
     bootstrap_seed: int = SEED,
+    session: EvaluationSession | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained student on one benchmark; returns the evaluation JSON (module docstring).
 
@@ -520,6 +562,9 @@ def evaluate_benchmark(
         bootstrap_resamples, bootstrap_seed: the bootstrap over queries that gives every metric
             row its ``ci_low`` / ``ci_high`` (:mod:`softref.evaluate.intervals`; recorded in the
             JSON's ``bootstrap``; training-cost has no queries and no intervals).
+        session: an :class:`EvaluationSession` of ``checkpoint`` shared by the run's benchmarks
+            (its device is used; ``device``, when given, must be the same); None loads the
+            student here.
 
     Raises:
         ValueError: unknown protocol or option, an empty split, and the protocols' own checks.
@@ -527,26 +572,31 @@ def evaluate_benchmark(
     if protocol not in PROTOCOLS:
         raise ValueError(f"benchmark {benchmark!r}: unknown protocol {protocol!r}; known: {list(PROTOCOLS)}")
     checkpoint = Path(checkpoint)
+    if session is None:
+        session = EvaluationSession(checkpoint, device)
+    elif session.checkpoint != checkpoint or (device is not None and default_device(device) != session.device):
+        raise ValueError(f"benchmark {benchmark!r}: the session evaluates {session.checkpoint} on "
+                         f"{session.device}; found checkpoint {checkpoint}, device {device!r}")
     ctx = {
         "checkpoint": checkpoint, "benchmark": benchmark, "dataset_root": Path(dataset_root),
         "images_manifest": Path(images_manifest), "texts_manifest": Path(texts_manifest), "split": split,
         "options": _check_options(protocol, options, benchmark), "refine": refine,
         "positives": None if positives is None else Path(positives), "pairs": None if pairs is None else Path(pairs),
         "train_log": checkpoint.parent / "train_log.csv" if train_log is None else Path(train_log),
-        "batch_size": int(batch_size), "device": default_device(device), "num_workers": int(num_workers),
+        "batch_size": int(batch_size), "device": session.device, "num_workers": int(num_workers),
         "row_dataset": paper_dataset if paper_dataset else benchmark, "uni_features": uni_features,
-        "bootstrap": Bootstrap(bootstrap_resamples, bootstrap_seed),
+        "bootstrap": Bootstrap(bootstrap_resamples, bootstrap_seed), "encoded": session.encoded,
     }
     logger.info("evaluating %s on %s (%s, split %r)", checkpoint, benchmark, protocol, split)
     if protocol == "training-cost":  # the run's own record: no model to load
-        ckpt = load_checkpoint(checkpoint, map_location="cpu", required=("config",))
+        ckpt = session.record()
         found = _run_training_cost(ckpt, ctx)
     else:
-        model, ckpt = load_student(checkpoint, ctx["device"])
+        model, ckpt = session.student()
         found = _RUNNERS[protocol](model, ckpt, ctx)
         check_intervals(found["metrics"], f"benchmark {benchmark!r} ({protocol})")
-    result = _common_keys(ckpt, checkpoint, benchmark=benchmark, protocol=protocol, split=split, dataset=dataset,
-                          paper_dataset=paper_dataset)
+    result = _common_keys(ckpt, checkpoint, session.sha256(), benchmark=benchmark, protocol=protocol, split=split,
+                          dataset=dataset, paper_dataset=paper_dataset)
     result.update(found)
     result["bootstrap"] = None if protocol == "training-cost" else ctx["bootstrap"].record()
     _log_rows(benchmark, result["metrics"])
