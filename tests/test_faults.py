@@ -263,6 +263,15 @@ def _second_run_is_refused(folder: Path) -> str:
     return f"a second Snakemake was not refused (exit {proc.returncode}):\n{text[-2000:]}"
 
 
+def _default_interrupt() -> None:
+    """In the attempt's child, before exec: SIGINT and SIGQUIT back to their default action. A suite
+    started in the background of a non-interactive shell (``make test &``, ``nohup``) inherits them
+    ignored, and a Python that starts with SIGINT ignored never raises KeyboardInterrupt: the
+    SIGINT cases would then kill nothing and the next case would find its target already made."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def _attempt(folder: Path, case: Case | None, number: int) -> tuple[bool, str, str | None]:
     """Run the README's command for ``case.target`` (every target when None) and kill it at the case's
     point: (whether the point was reached, what went wrong before it or '', the second-process check's
@@ -274,7 +283,8 @@ def _attempt(folder: Path, case: Case | None, number: int) -> tuple[bool, str, s
     log = folder / f"attempt-{number}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(_command(folder, "--cores", "2", *(ALL_TARGETS if case is None else (case.target,))),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_default_interrupt)
         fired, lock, killed_at = False, None, None
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
