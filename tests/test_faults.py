@@ -263,13 +263,25 @@ def _second_run_is_refused(folder: Path) -> str:
     return f"a second Snakemake was not refused (exit {proc.returncode}):\n{text[-2000:]}"
 
 
-def _default_interrupt() -> None:
-    """In the attempt's child, before exec: SIGINT and SIGQUIT back to their default action. A suite
-    started in the background of a non-interactive shell (``make test &``, ``nohup``) inherits them
-    ignored, and a Python that starts with SIGINT ignored never raises KeyboardInterrupt: the
-    SIGINT cases would then kill nothing and the next case would find its target already made."""
+#: How much lower than the test's the attempt's scheduling priority is (``nice``). Some kill points
+#: are files that live a few tens of milliseconds (a text shard's ``.tmp-<pid>`` lived 27 ms); with
+#: another pytest worker's DAG on both cores, a poller at the run's own priority was not scheduled
+#: within that window and the case reported that its kill point was never reached. At nice 10 the
+#: run gets about a tenth of a busy core against the poller, so the window grows in wall time and
+#: the poller wakes first; on an idle machine nothing changes.
+ATTEMPT_NICENESS = 10
+POLL_S = 0.005
+
+
+def _attempt_child() -> None:
+    """In the attempt's child, before exec: SIGINT and SIGQUIT back to their default action, and a
+    lower priority than the poller's (:data:`ATTEMPT_NICENESS`). A suite started in the background
+    of a non-interactive shell (``make test &``, ``nohup``) inherits those signals ignored, and a
+    Python that starts with SIGINT ignored never raises KeyboardInterrupt: the SIGINT cases would
+    then kill nothing and the next case would find its target already made."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    os.nice(ATTEMPT_NICENESS)
 
 
 def _attempt(folder: Path, case: Case | None, number: int) -> tuple[bool, str, str | None]:
@@ -284,7 +296,7 @@ def _attempt(folder: Path, case: Case | None, number: int) -> tuple[bool, str, s
     with open(log, "w") as out:
         proc = subprocess.Popen(_command(folder, "--cores", "2", *(ALL_TARGETS if case is None else (case.target,))),
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_default_interrupt)
+                                preexec_fn=_attempt_child)
         fired, lock, killed_at = False, None, None
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
@@ -297,7 +309,7 @@ def _attempt(folder: Path, case: Case | None, number: int) -> tuple[bool, str, s
                 killed_at = log.stat().st_size  # what Snakemake says after the kill is about the kill
                 os.killpg(proc.pid, case.sig)
                 break
-            time.sleep(0.01)
+            time.sleep(POLL_S)
         if proc.poll() is None and not fired:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=120)
