@@ -1,12 +1,14 @@
 """Fault injection on a tiny DAG: kills survived, a full disk refused cleanly, a second Snakemake refused.
 
 One uninterrupted run of the DAG (features, references, training, evaluation, Table 1) is the
-reference; it runs in the background beside the kill chain. A second folder runs the same DAG as a chain of attempts: each attempt is started with
-the README's command (``snakemake --cores N TARGET --replace-workflow-config --configfile C``, after
-``snakemake --unlock`` when the previous attempt was SIGKILLed) and its Snakemake process group is
-killed (SIGKILL or SIGINT) at a deterministic point of one job: when the job's log appears or says a
-given line, or when the job's temporary output file appears. Each attempt targets the output of the
-job it kills, so the scheduler's order cannot skip a case. After the last kill a plain rerun
+reference; it runs in the background beside the kill chain. A second folder runs the same DAG as a
+chain of attempts: each attempt is started with the README's command (``snakemake --cores N TARGET
+--replace-workflow-config --configfile C``, after ``snakemake --unlock`` when the previous attempt
+was SIGKILLed) and its Snakemake process group is killed (SIGKILL or SIGINT) at a deterministic
+point of one job: when the job's log appears or says a given line, or when the job's temporary
+output file appears (a window of milliseconds: an attempt that finishes inside a poll gap is run
+again with ``--force``, see WINDOW_RETRIES). Each attempt targets the output of the job it kills, so
+the scheduler's order cannot skip a case. After the last kill a plain rerun
 finishes the DAG and its outputs must equal the reference's:
 
 - byte for byte: manifests, the FAISS index, ``checkpoint.pt`` and ``best.pt``, the evaluation
@@ -229,15 +231,18 @@ class Case:
     target: str
     fired: Callable[[Path], bool]
     check_lock: bool = False  # while stopped here, a second Snakemake on the folder must be refused
+    window: bool = False  # the point is a short-lived temporary file: missed tries are run again (WINDOW_RETRIES)
 
 
 CASES = (
     Case("extraction: image job started", signal.SIGKILL, IMAGE_SHARD,
          _log_says("logs/extract_image_features/demo-coco/tiny-image/0.log")),
-    Case("extraction: image shard half written", signal.SIGKILL, IMAGE_SHARD, _appears(f"{IMAGE_SHARD}{TMP_MARKER}*")),
+    Case("extraction: image shard half written", signal.SIGKILL, IMAGE_SHARD, _appears(f"{IMAGE_SHARD}{TMP_MARKER}*"),
+         window=True),
     Case("extraction: text teacher loading", signal.SIGINT, TEXT_SHARD,
          _log_says("logs/extract_text_features/demo-coco/tiny-text/0.log", "loading open_clip")),
-    Case("extraction: text shard half written", signal.SIGINT, TEXT_SHARD, _appears(f"{TEXT_SHARD}{TMP_MARKER}*")),
+    Case("extraction: text shard half written", signal.SIGINT, TEXT_SHARD, _appears(f"{TEXT_SHARD}{TMP_MARKER}*"),
+         window=True),
     Case("references: build_references started", signal.SIGINT, "references",
          _log_says("logs/build_references/demo-coco/tiny-image+tiny-text.log")),
     Case("references: neighbour index building", signal.SIGKILL, "references",
@@ -271,6 +276,13 @@ def _second_run_is_refused(folder: Path) -> str:
 #: the poller wakes first; on an idle machine nothing changes.
 ATTEMPT_NICENESS = 10
 POLL_S = 0.005
+#: A temporary-file kill point (``Case.window``) lives a few tens of milliseconds, and under load even
+#: the lower priority above does not make every poll land in it (a 27 ms text shard temporary was
+#: missed again with both cores busy). When such an attempt ends without reaching its point (the job
+#: finished: its target is complete), the same attempt is run again with ``--force`` on its target,
+#: up to this many times: each try is a fresh chance at the window, and a kill point that no longer
+#: exists (the writer stopped using a temporary file) still fails every try.
+WINDOW_RETRIES = 4
 
 
 def _attempt_child() -> None:
@@ -284,17 +296,18 @@ def _attempt_child() -> None:
     os.nice(ATTEMPT_NICENESS)
 
 
-def _attempt(folder: Path, case: Case | None, number: int) -> tuple[bool, str, str | None]:
-    """Run the README's command for ``case.target`` (every target when None) and kill it at the case's
-    point: (whether the point was reached, what went wrong before it or '', the second-process check's
-    problem or '' when the case asks for one, else None)."""
+def _attempt(folder: Path, case: Case | None, number: int, retry: int = 0) -> tuple[bool, str, str | None]:
+    """Run the README's command for ``case.target`` (every target when None; with ``--force`` on a
+    retry) and kill it at the case's point: (whether the point was reached, what went wrong before it
+    or '', the second-process check's problem or '' when the case asks for one, else None)."""
     if case is not None and hasattr(case.fired, "log"):
         (folder / case.fired.log).unlink(missing_ok=True)  # a log of an earlier attempt is no trigger
     if case is not None and hasattr(case.fired, "before"):
         case.fired.before = set(folder.glob(case.fired.pattern))
-    log = folder / f"attempt-{number}.log"
+    log = folder / (f"attempt-{number}.log" if not retry else f"attempt-{number}-retry-{retry}.log")
+    targets = ALL_TARGETS if case is None else (*(("--force",) if retry else ()), case.target)
     with open(log, "w") as out:
-        proc = subprocess.Popen(_command(folder, "--cores", "2", *(ALL_TARGETS if case is None else (case.target,))),
+        proc = subprocess.Popen(_command(folder, "--cores", "2", *targets),
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=_attempt_child)
         fired, lock, killed_at = False, None, None
@@ -353,8 +366,13 @@ def _kill_chain(folder: Path) -> dict[str, str]:
             results["a second Snakemake on the folder is refused"] = lock
         if previous is not None and problem and not results.get(previous.name):
             results[previous.name] = f"its rerun failed: {problem}"
+        retry = 0
+        while case is not None and case.window and not fired and not problem and retry < WINDOW_RETRIES:
+            retry += 1  # the job finished inside the poll gap: its complete target is redone, a new chance
+            fired, problem, _ = _attempt(folder, case, number, retry)
         if case is not None:
-            results.setdefault(case.name, "" if fired else (problem or "the kill point was never reached"))
+            never = "the kill point was never reached" + (f" in {retry + 1} tries" if retry else "")
+            results.setdefault(case.name, "" if fired else (problem or never))
         previous = case
     return results
 
