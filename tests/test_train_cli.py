@@ -41,6 +41,17 @@ def test_unknown_experiment_is_a_clear_error(workdir):
     assert "no experiment 'nope'" in proc.stderr and "['base']" in proc.stderr
 
 
+def test_a_config_error_comes_before_torch_is_imported(workdir):
+    """The CLI checks its config before the trainer's imports (torch, open_clip: seconds)."""
+    code = ("import runpy, sys\n"
+            "sys.argv = ['softref.train', '--experiment', 'nope']\n"
+            "try:\n    runpy.run_module('softref.train', run_name='__main__')\n"
+            "except SystemExit as stop:\n    print('exit', stop.code, 'torch' in sys.modules)\n")
+    proc = run(workdir, "-c", code)
+    assert proc.stdout.split() == ["exit", "2", "False"], proc.stdout + proc.stderr
+    assert "no experiment 'nope'" in proc.stderr
+
+
 def test_torchrun_two_processes_train_and_write_once(workdir):
     proc = run(
         workdir,

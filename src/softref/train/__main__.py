@@ -21,6 +21,11 @@ from pathlib import Path
 from softref.config import ConfigError, read_config
 
 
+def _error(err: Exception) -> int:
+    print(f"softref.train: error: {err}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m softref.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config.yaml", help="config YAML (default: config.yaml)")
@@ -37,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
 
     from softref.train.inputs import run_inputs
-    from softref.train.trainer import retrain, train
 
+    # The config and the experiment first: their errors come before the trainer's imports (torch,
+    # open_clip), which take seconds.
     try:
         cfg = read_config(args.config)
         if args.experiment not in cfg.experiments:
@@ -46,8 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         seed = cfg.experiments[args.experiment].run_seeds[0] if args.seed is None else args.seed
         ex = cfg.experiments[args.experiment].with_seed(seed)
         paths = run_inputs(cfg, args.experiment, seed, Path(args.results), retrain=args.retrain)
-        # A retrain takes the selection run's checkpoint first, then what train takes.
-        run, first = (retrain, (paths.selection,)) if args.retrain else (train, ())
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        return _error(err)
+
+    from softref.train.trainer import retrain, train
+
+    # A retrain takes the selection run's checkpoint first, then what train takes.
+    run, first = (retrain, (paths.selection,)) if args.retrain else (train, ())
+    try:
         result = run(
             ex,
             cfg.students[ex.student],
@@ -64,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             teachers=cfg.teachers,
         )
     except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"softref.train: error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
     logging.getLogger("softref").info("done: %s", result)
     return 0
 
