@@ -419,6 +419,59 @@ def test_load_checkpoint_names_a_file_holding_no_dict(tmp_path) -> None:
         load_checkpoint(tmp_path / "list.pt")
 
 
+# A real failed write: the child process may write files of at most 1 MiB (RLIMIT_FSIZE; SIGXFSZ
+# ignored, so the write returns an error as on a full disk), then saves a 4 MiB checkpoint.
+_SHORT_WRITE = """
+import resource, signal, sys
+from pathlib import Path
+import torch
+from softref.checkpoints import CheckpointWriteError, save_checkpoint
+path = Path(sys.argv[1])
+if sys.argv[2] == "existing":
+    save_checkpoint({"model": {"w": torch.ones(8)}}, path)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    save_checkpoint({"model": {"w": torch.zeros(1 << 20)}}, path)
+except CheckpointWriteError as err:
+    print(err)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("before", ["absent", "existing"])
+def test_a_failed_checkpoint_write_names_the_file_and_the_free_space_and_leaves_nothing(tmp_path, before) -> None:
+    import torch
+
+    path = tmp_path / "run" / "last.pt"
+    done = subprocess.run([sys.executable, "-c", _SHORT_WRITE, str(path), before], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 3, done.stderr
+    message = done.stdout.strip()
+    assert message.startswith(f"{path}: writing the checkpoint failed (")
+    assert f"GB free on the file system of {path.parent}" in message
+    assert "Free disk space (or raise the file-size limit) and rerun the job" in message
+    assert "weights_only" not in message
+    if before == "absent":
+        assert f"{path} was not written" in message
+        assert sorted(p.name for p in path.parent.iterdir()) == []
+    else:
+        assert f"{path} is as it was" in message
+        assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+        assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(8))
+
+
+def test_a_programming_error_inside_torch_save_is_not_called_a_failed_write(tmp_path) -> None:
+    import torch
+
+    base = torch.zeros(4)
+    # Two views of one storage in two dtypes: torch.save refuses it (a RuntimeError that is no write failure).
+    with pytest.raises(RuntimeError, match="view the same data as different types") as caught:
+        save_checkpoint({"a": base, "b": base.view(torch.int32)}, tmp_path / "c.pt")
+    assert "writing the checkpoint failed" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Shards: NaN rows named by shard, row and id; validate blames the right shard
 # ---------------------------------------------------------------------------------------------

@@ -112,6 +112,8 @@ def test_two_epochs_write_checkpoint_and_log(uninterrupted, bench: dict) -> None
     assert result.steps == 2 * steps_per_epoch(bench)
     assert result.checkpoint == out / "checkpoint.pt" and result.checkpoint.is_file()
     assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    # The selected model is on disk once: checkpoint.pt is a hard link to best.pt (this file system has them).
+    assert (out / "checkpoint.pt").samefile(out / "best.pt") and (out / "best.pt").stat().st_nlink == 2
     rows = read_log(out / "train_log.csv")
     assert list(rows[0]) == list(LOG_COLUMNS)
     assert [int(r["epoch"]) for r in rows] == [1, 2]

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from softref.files import atomic_path
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWriteError",
     "save_checkpoint",
     "load_checkpoint",
     "capture_rng_state",
@@ -51,12 +53,44 @@ class CheckpointError(ValueError):
     """A checkpoint is missing a key, was written by another configuration, or cannot be read."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a file-size limit, an I/O error)."""
+
+
+# How torch.save reports a failed write of the zip stream (its own words, not an errno).
+_WRITE_FAILED = ("PytorchStreamWriter failed writing", "file write failed", "unexpected pos")
+
+
 def save_checkpoint(obj: Mapping[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path`` (fsynced), then rename over ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(dict(obj), fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """``torch.save`` to a temporary file beside ``path`` (fsynced), then rename over ``path``.
+
+    A failed write (e.g. a full disk) raises :class:`CheckpointWriteError` naming ``path`` and the
+    free space of its file system; the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            torch.save(dict(obj), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not any(words in str(err) for words in _WRITE_FAILED):
+            raise
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[-1]
+        kept = f"{path} is as it was" if path.exists() else f"{path} was not written"
+        raise CheckpointWriteError(
+            f"{path}: writing the checkpoint failed ({reason}); {_free_space(path.parent)}; {kept}. "
+            f"Free disk space (or raise the file-size limit) and rerun the job"
+        ) from err
+
+
+def _free_space(folder: Path) -> str:
+    """``"N.N GB free on the file system of <folder>"`` (or why that is unknown)."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as err:
+        return f"the free space of {folder} is unknown ({err.strerror})"
+    return f"{free / 1e9:.1f} GB free on the file system of {folder}"
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ()) -> dict[str, Any]:

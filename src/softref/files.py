@@ -22,9 +22,9 @@ from pathlib import Path
 __all__ = [
     "TMP_MARKER",
     "atomic_path",
-    "copy_atomic",
     "file_mode",
     "file_sha256",
+    "link_atomic",
     "publish",
     "remove_stale_temporaries",
     "temporary_name",
@@ -159,8 +159,24 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     return Path(path)
 
 
-def copy_atomic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """Copy the bytes of ``src`` to ``dst`` atomically (:func:`atomic_path`); returns ``dst``."""
+def link_atomic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Give ``dst`` the bytes of ``src`` atomically (:func:`atomic_path`); returns ``dst``.
+
+    ``dst`` becomes a hard link to ``src`` where the file system allows one (one copy on disk:
+    a selected model is as large as the student), else a copy. Its modification time is set to
+    now either way, as a copy's would be, so that Snakemake sees a fresh output. Both files are
+    only ever replaced whole (renamed over), never written in place, so the shared bytes never
+    change under either name.
+    """
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and os.path.samefile(src, dst):
+        # Renaming a link over another link of the same file does nothing (POSIX rename).
+        os.utime(dst)
+        return dst
     with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return Path(dst)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+    os.utime(dst)
+    return dst

@@ -17,7 +17,8 @@ model and method, optimizer and schedule, resume, loop. It writes, in ``out_dir`
     the resume state after every epoch (atomic). A rerun with the same configuration continues
     from the next epoch; on CPU it reaches exactly the weights and log of an uninterrupted run.
 ``best.pt``
-    the best model so far; copied to ``checkpoint.pt`` once the last epoch is done and kept,
+    the best model so far; published as ``checkpoint.pt`` once the last epoch is done (a hard
+    link where the file system has them, else a copy: :func:`~softref.files.link_atomic`) and kept,
     so that a rerun of a finished run (e.g. after Snakemake removed its outputs) republishes
     ``checkpoint.pt`` without training again.
 
@@ -68,7 +69,7 @@ from softref.checkpoints import (
 )
 from softref.config import TRAINING_IGNORES, ExperimentConfig, StudentConfig
 from softref.evaluate.retrieval import KS, encode_split, image_text_metrics, split_items
-from softref.files import copy_atomic, file_sha256, write_text_atomic
+from softref.files import file_sha256, link_atomic, write_text_atomic
 from softref.names import RETRAIN_SPLITS
 from softref.runtime import gpu_memory_peak_mb, host_memory_peak_mb, progress_disabled, reset_gpu_memory_peak
 from softref.train.augment import AugmentedPairs, EpochTaggedBatches, augmentation
@@ -625,7 +626,7 @@ def _finalize(run: _Run) -> None:
             f"missing; delete {ckpt_path.parent} to train again"
         )
     full = _record_full_val(run) if run.full_val_items is not None else None
-    copy_atomic(best_path, ckpt_path)
+    link_atomic(best_path, ckpt_path)
     if not log_path.exists():
         _write_log(state["log"], log_path)
     if full is not None:
