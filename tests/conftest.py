@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_folders_removed(request, tmp_path_factory):
+    """Folders a module's fixtures make (``tmp_path_factory.mktemp``) are removed once its last test
+    is done, unless one of its tests failed (then they stay for a look, as a failed test's tmp_path
+    does). Without this a module's trained runs and DAG outputs (up to 2.4 GB for test_workflow's
+    tiny DAG) stay on disk until the session ends; with it the suite's peak on disk is one module's
+    folders per pytest-xdist worker."""
+    made: list[Path] = []
+    mktemp = tmp_path_factory.mktemp
+
+    def recording(basename: str, numbered: bool = True) -> Path:
+        made.append(mktemp(basename, numbered))
+        return made[-1]
+
+    failed = request.session.testsfailed
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tmp_path_factory, "mktemp", recording)
+        yield
+    if request.session.testsfailed == failed:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
