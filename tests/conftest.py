@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,36 @@ EFFNET = MODELS / "efficientnet-lite0" / "efficientnet-lite0-57934424.pth"
 # Tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+#: The suite's peak on disk under pytest's base folder (measured on two workers; README).
+PEAK_DISK_GB = 2.0
+
+
+def _free_space(config) -> tuple[float, Path]:
+    folder = Path(config.option.basetemp or tempfile.gettempdir())
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free / 1e9, folder
+
+
+def pytest_report_header(config) -> str:
+    """The free space where the tests write: a suite that fails on writes at its end is often a full disk."""
+    free, folder = _free_space(config)
+    return f"temporary folders: {free:.1f} GB free on the file system of {folder} (the suite's peak: ~{PEAK_DISK_GB} GB)"
+
+
+def pytest_sessionstart(session) -> None:
+    """Say so at the start, even under -q, when the disk may not hold the suite's temporary folders."""
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the controller says it once
+        return
+    free, folder = _free_space(session.config)
+    if free < 3 * PEAK_DISK_GB:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        line = (f"warning: only {free:.1f} GB free on the file system of {folder}, where the tests write; the suite "
+                f"needs about {PEAK_DISK_GB} GB at its peak, and writes fail when the disk is full")
+        if reporter is not None:
+            reporter.write_line(line, yellow=True)
 
 
 @pytest.fixture(scope="session")
