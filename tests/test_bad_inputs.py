@@ -461,6 +461,18 @@ def test_a_failed_checkpoint_write_names_the_file_and_the_free_space_and_leaves_
         assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(8))
 
 
+def test_a_checkpoint_in_a_folder_that_cannot_be_made_is_a_clear_error(tmp_path) -> None:
+    import torch
+
+    (tmp_path / "runs").write_text("a file where the run folder should be")
+    path = tmp_path / "runs" / "x" / "last.pt"
+    with pytest.raises(OSError, match=r"writing the checkpoint failed") as caught:
+        save_checkpoint({"model": {"w": torch.ones(2)}}, path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and f"{path} was not written" in message
+    assert f"Check that {path.parent} can be written and rerun the job" in message and "Free disk" not in message
+
+
 def test_a_programming_error_inside_torch_save_is_not_called_a_failed_write(tmp_path) -> None:
     import torch
 

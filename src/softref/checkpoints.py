@@ -19,6 +19,7 @@ load with ``weights_only=True`` and no code can ride along.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -78,9 +79,13 @@ def save_checkpoint(obj: Mapping[str, Any], path: Path) -> None:
             raise
         reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[-1]
         kept = f"{path} is as it was" if path.exists() else f"{path} was not written"
+        # torch's own words carry no errno: a short write, most often a full disk.
+        if isinstance(err, RuntimeError) or err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            advice = "Free disk space (or raise the file-size limit) and rerun the job"
+        else:
+            advice = f"Check that {path.parent} can be written and rerun the job"
         raise CheckpointWriteError(
-            f"{path}: writing the checkpoint failed ({reason}); {_free_space(path.parent)}; {kept}. "
-            f"Free disk space (or raise the file-size limit) and rerun the job"
+            f"{path}: writing the checkpoint failed ({reason}); {_free_space(path.parent)}; {kept}. {advice}"
         ) from err
 
 
