@@ -78,8 +78,8 @@ def one_thread():
 def module_folders_removed(request, tmp_path_factory):
     """Folders a module's fixtures make (``tmp_path_factory.mktemp``) are removed once its last test
     is done, unless one of its tests failed (then they stay for a look, as a failed test's tmp_path
-    does). Without this a module's trained runs and DAG outputs (up to 2.4 GB for test_workflow's
-    tiny DAG) stay on disk until the session ends; with it the suite's peak on disk is one module's
+    does). Without this a module's trained runs and DAG outputs (1.9 GB for test_workflow's tiny
+    DAG) stay on disk until the session ends; with it the suite's peak on disk is one module's
     folders per pytest-xdist worker."""
     made: list[Path] = []
     mktemp = tmp_path_factory.mktemp
