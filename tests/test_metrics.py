@@ -350,6 +350,19 @@ def _scores(kind: str, num_q: int, num_g: int, seed: int) -> np.ndarray:
         return values[rng.integers(0, values.size, (num_q, num_g))]
     if kind == "integers":
         return rng.integers(-3, 4, (num_q, num_g)).astype(np.int64)
+    if kind == "finite-specials":  # -0.0 / 0.0, subnormals and the smallest normal among plain values
+        values = np.array([-0.0, 0.0, 1e-45, -1e-45, np.finfo(np.float32).tiny, -np.finfo(np.float32).tiny],
+                          dtype=np.float32)
+        out = scores.astype(np.float32)
+        where = rng.random((num_q, num_g)) < 0.3
+        out[where] = values[rng.integers(0, values.size, int(where.sum()))]
+        return out
+    if kind == "sprinkled":  # plain values, a few lines with one NaN or infinity, some with +inf and -inf
+        out = scores.astype(np.float32)
+        for value, share in ((np.nan, 0.01), (np.inf, 0.01), (-np.inf, 0.01)):
+            where = rng.random((num_q, num_g)) < share
+            out[where] = value
+        return out
     raise ValueError(kind)
 
 
@@ -377,7 +390,8 @@ def _relevance(kind: str, num_q: int, num_g: int, seed: int) -> np.ndarray:
     return relevant
 
 
-SCORE_KINDS = ["random", "rounded", "coarse", "constant-rows", "zeros", "specials", "integers"]
+SCORE_KINDS = ["random", "rounded", "coarse", "constant-rows", "zeros", "specials", "integers", "finite-specials",
+               "sprinkled"]
 RELEVANCE_KINDS = ["one-per-query", "identity", "sparse", "dense"]
 
 
@@ -422,6 +436,38 @@ def test_recall_and_eccv_match_reference(score_kind, relevance_kind, strategy):
         assert both[0] == pytest.approx(eccv, **CLOSE) and both[1] == pytest.approx(eccv_t, **CLOSE)
     assert map_at_r(scores, relevant) == pytest.approx(eccv["mAP@R"], **CLOSE)
     assert r_precision(scores, relevant) == pytest.approx(eccv["R-P"], **CLOSE)
+
+
+def test_counting_ranks_again_only_tied_targets_and_lines_that_are_not_finite(monkeypatch):
+    """The counting pass takes a target's rank from its counts unless it ties another item or
+    its line holds a NaN or an infinity: only those lines go through the exact ranking."""
+    rng = np.random.default_rng(0)
+    num_q, num_g = 30, 40
+    scores = (rng.permutation(num_q * num_g).reshape(num_q, num_g) / 7.0).astype(np.float32)  # no ties
+    relevant = np.zeros((num_q, num_g), dtype=bool)
+    relevant[np.arange(num_q), np.arange(num_q) % num_g] = True
+    relevant[rng.integers(0, num_q, num_g), np.arange(num_g)] = True  # every column has a relevant row
+    lines: list[int] = []
+    exact = metrics._exact_ranks
+
+    def spy(found: torch.Tensor, *args):
+        lines.append(found.shape[0])
+        return exact(found, *args)
+
+    monkeypatch.setattr(metrics, "_exact_ranks", spy)
+    i2t, t2i = _reference_recall_at_k(scores, relevant), _reference_recall_at_k(scores.T, relevant.T)
+    assert recall_at_k_both_ways(scores, relevant) == (i2t, t2i)
+    assert recall_at_k_both_ways(scores.T, relevant.T) == (t2i, i2t)
+    assert lines == []  # no tie, every line finite: every rank from the counts
+    tied = scores.copy()
+    first = np.argmax(np.where(relevant[3], tied[3], -np.inf))  # row 3's best-ranked relevant item
+    tied[3, (first + 1) % num_g] = tied[3, first]
+    tied[5, 20] = np.nan
+    tied[7, 0] = np.inf
+    tied[9, 1], tied[9, 2] = np.inf, -np.inf  # the line's sum is NaN
+    got = metrics.first_relevant_ranks(tied, relevant)
+    assert got.tolist() == _reference_first_ranks(tied, relevant).tolist()
+    assert sum(lines) == 4  # rows 3, 5, 7 and 9
 
 
 @pytest.mark.parametrize("score_kind", ["random", "rounded", "constant-rows", "specials"])
