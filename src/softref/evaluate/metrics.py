@@ -353,23 +353,15 @@ def _flag_dtype(dtype: torch.dtype, height: int, width: int) -> torch.dtype:
     return dtype if max(height, width) < exact else torch.float64
 
 
-def _count_rows(block: Tensor, scores: Tensor, flags: Tensor, above: Tensor, ties: Tensor) -> None:
-    """Per row target (``scores`` (h, P)) of a block of whole rows (h, G): ``above`` = the items
-    of its row scoring above it, ``ties`` = those scoring equal to it (itself included);
-    ``flags`` is a scratch buffer shaped like the block."""
+def _count_targets(block: Tensor, scores: Tensor, flags: Tensor, above: Tensor, ties: Tensor, dim: int) -> None:
+    """Add to ``above`` / ``ties`` the scores of ``block`` (h, G) above / equal to each target
+    (``scores``), counted along ``dim``: 1 for row targets (``scores`` (h, P), each against its
+    row), 0 for column targets (``scores`` (G, P), each against the block's part of its column).
+    ``flags`` is a scratch buffer shaped like the block; a target counts itself among its ties."""
     for slot in range(scores.shape[1]):
-        target = scores[:, slot : slot + 1]
-        above[:, slot] = torch.gt(block, target, out=flags).sum(dim=1)
-        ties[:, slot] = torch.eq(block, target, out=flags).sum(dim=1)
-
-
-def _count_columns(block: Tensor, scores: Tensor, flags: Tensor, above: Tensor, ties: Tensor) -> None:
-    """Add to ``above`` / ``ties`` (G, P) the rows of ``block`` (h, G) scoring above / equal to
-    each column target (``scores`` (G, P))."""
-    for slot in range(scores.shape[1]):
-        target = scores[:, slot]
-        above[:, slot] += torch.gt(block, target, out=flags).sum(dim=0)
-        ties[:, slot] += torch.eq(block, target, out=flags).sum(dim=0)
+        target = scores[:, slot : slot + 1] if dim == 1 else scores[:, slot]
+        above[:, slot] += torch.gt(block, target, out=flags).sum(dim=dim)
+        ties[:, slot] += torch.eq(block, target, out=flags).sum(dim=dim)
 
 
 def _exact_ranks(lines: Tensor, scores: Tensor, items: Tensor) -> Tensor:
@@ -433,12 +425,12 @@ def _count_ranks(
         if row_part is not None and row_widths[index]:
             scores, _, above, ties, odd_line = row_part
             used = slice(0, row_widths[index])
-            _count_rows(block, scores[r0:r1, used], scratch, above[r0:r1, used], ties[r0:r1, used])
+            _count_targets(block, scores[r0:r1, used], scratch, above[r0:r1, used], ties[r0:r1, used], dim=1)
             odd_line[r0:r1] = ~torch.isfinite(block.sum(dim=1))
         if col_used:
             scores, _, above, ties, odd_line = col_part
             used = slice(0, col_used)
-            _count_columns(block, scores[:, used], scratch, above[:, used], ties[:, used])
+            _count_targets(block, scores[:, used], scratch, above[:, used], ties[:, used], dim=0)
             odd_line |= ~torch.isfinite(block.sum(dim=0))
     out = []
     for axis, part in ((_ROW, row_part), (_COL, col_part)):
