@@ -81,9 +81,11 @@ _BLOCK_ELEMENTS = 1 << 20
 _DEVICE_BLOCK_ELEMENTS = CHUNK_ELEMENTS
 # Recall@K, mAP@R, R-P: count ranks up to this many relevant items per query, else top-k lists.
 _COUNT_SLOTS = 2
-# Full-ranking metrics: a query with more relevant items than this is ranked by a stable sort
-# (measured break-even: ~45 hits per query at 3K and 20K gallery items).
-_SORT_SLOTS = 40
+# Full-ranking metrics: a query with more relevant items than this is ranked by a stable sort.
+# Counting costs a pass per hit slot, the sort the same whatever the hits: bench/cmc_switch.py
+# (2 threads, AVX-512) puts the break-even at ~134 hits per query for 6000 x 3000 scores and ~212
+# for 3000 x 20000 (the sort's cost grows with the gallery). Below it counting is up to 10x faster.
+_SORT_SLOTS = 120
 # A dense relevance matrix with more relevant pairs than this is not listed as pairs.
 _PAIR_LIMIT = 1 << 22
 
